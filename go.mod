@@ -1,0 +1,3 @@
+module github.com/vmpool/vmpool
+
+go 1.24.0
