@@ -1,0 +1,107 @@
+package storage
+
+import (
+	"context"
+
+	"github.com/rs/zerolog"
+)
+
+// Parameter describes one parameter a driver accepts.
+type Parameter struct {
+	Name     string
+	Required bool
+	// Doc says what the parameter means, its values and its default.
+	Doc string
+}
+
+// PoolConfig is what a driver needs to open a pool.
+type PoolConfig struct {
+	// Name is the pool's name.
+	Name string
+	// Params are the driver's parameters, as strings (as Qubes reads them
+	// from qubes.xml). Unknown or malformed ones are ErrInvalidConfig.
+	Params map[string]string
+	// Logger receives the pool's structured log; the zero value logs
+	// nothing.
+	Logger zerolog.Logger
+}
+
+// Driver makes pools. A driver registers itself with pool.Register from an
+// init function; it is safe for concurrent use.
+type Driver interface {
+	// Parameters lists the parameters the driver accepts, in the order the
+	// Admin API prints them.
+	Parameters() []Parameter
+	// Open validates cfg and returns the pool. It creates nothing on disk:
+	// Setup does. A pool that is already set up is locked against other
+	// processes until Close (ErrInUse if the lock cannot be had before ctx
+	// ends).
+	Open(ctx context.Context, cfg PoolConfig) (Pool, error)
+}
+
+// Capabilities says which optional behaviours a pool has.
+type Capabilities struct {
+	// MaxRevisions is the largest revisions_to_keep a volume may have; -1
+	// means no limit.
+	MaxRevisions int
+	// Revert tells whether Revert is implemented (else ErrUnsupported).
+	Revert bool
+	// SnapshotCommit tells whether volumes with both snap_on_start and
+	// save_on_stop are accepted.
+	SnapshotCommit bool
+	// Outdated tells whether IsOutdated can ever report true.
+	Outdated bool
+	// Reflink tells whether copies inside the pool share extents (FICLONE)
+	// instead of copying data.
+	Reflink bool
+}
+
+// PoolUsage is the space a pool has and uses, in bytes.
+type PoolUsage struct {
+	DataSize  int64
+	DataUsage int64
+	// Extra holds driver-specific figures (lvm_thin: metadata_size,
+	// metadata_usage).
+	Extra map[string]int64
+}
+
+// Pool is a named place where volumes live. Implementations are safe for
+// concurrent use.
+type Pool interface {
+	// Name returns the pool's name.
+	Name() string
+	// Driver returns the name the pool's driver is registered under.
+	Driver() string
+	// Config returns the pool's persistent configuration as Qubes reports
+	// it: name, driver and the driver's persistent parameters.
+	Config() map[string]string
+	// Capabilities returns what the pool can do.
+	Capabilities() Capabilities
+
+	// Setup creates the pool on disk (or checks that it exists).
+	Setup(ctx context.Context) error
+	// Destroy removes what Setup made, where the driver does so.
+	Destroy(ctx context.Context) error
+	// Usage reports the pool's size and use.
+	Usage(ctx context.Context) (PoolUsage, error)
+
+	// InitVolume makes a Volume from its configuration without touching the
+	// disk, and registers it in the pool. A vid already registered is
+	// ErrExists.
+	InitVolume(cfg VolumeConfig) (Volume, error)
+	// Volume returns the registered volume vid, or ErrNotFound.
+	Volume(vid string) (Volume, error)
+	// Volumes returns the registered volumes, sorted by vid.
+	Volumes() []Volume
+
+	// Close waits for the pool's background work, releases its lock and
+	// makes later operations fail with ErrClosed.
+	Close() error
+}
+
+// Flusher is implemented by pools that do work in the background (pruning
+// revisions, preparing the next start). Flush returns when the work queued
+// so far is done.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
