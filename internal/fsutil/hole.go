@@ -24,4 +24,3 @@ func Allocated(fi os.FileInfo) int64 {
 	}
 	return 0
 }
-
