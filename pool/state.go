@@ -1,0 +1,103 @@
+package pool
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/google/renameio/v2"
+
+	"github.com/vmpool/vmpool/internal/fsutil"
+	"github.com/vmpool/vmpool/storage"
+)
+
+// StateFile is the name of the Manager's state file inside its directory.
+const StateFile = "state.json"
+
+// stateVersion is the version of the state file this package reads and
+// writes. A file of any other version is refused, never rewritten.
+const stateVersion = 1
+
+// state is the content of the state file:
+//
+//	{"version": 1,
+//	 "pools": {"NAME": {"driver": "file-reflink", "params": {"dir_path": "..."}}},
+//	 "vms": {"VM": {"volumes": {"private": <storage.VolumeConfig>}}}}
+//
+// It is the counterpart of the <pools> and <domains> parts of Qubes'
+// qubes.xml.
+type state struct {
+	Version int                  `json:"version"`
+	Pools   map[string]poolState `json:"pools"`
+	VMs     map[string]vmState   `json:"vms"`
+}
+
+// poolState is one pool: its driver and the parameters its Config reports,
+// without name and driver.
+type poolState struct {
+	Driver string            `json:"driver"`
+	Params map[string]string `json:"params"`
+}
+
+// vmState is one VM: its volume configurations by volume name.
+type vmState struct {
+	Volumes map[string]storage.VolumeConfig `json:"volumes"`
+}
+
+// readState reads the state file at path. A missing file is an empty state.
+// Malformed JSON, unknown fields and versions other than stateVersion are
+// errors wrapping storage.ErrInvalidConfig.
+func readState(path string) (*state, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &state{Version: stateVersion}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var probe struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("%w: state file %s is not valid JSON: %v", storage.ErrInvalidConfig, path, err)
+	}
+	switch {
+	case probe.Version == nil:
+		return nil, fmt.Errorf("%w: state file %s has no version field", storage.ErrInvalidConfig, path)
+	case *probe.Version != stateVersion:
+		return nil, fmt.Errorf("%w: state file %s has version %d; this vmpool reads version %d only",
+			storage.ErrInvalidConfig, path, *probe.Version, stateVersion)
+	}
+	var st state
+	dec := json.NewDecoder(bytes.NewReader(data))
+	// An unknown field would be lost by the next save: refuse it.
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("%w: state file %s: %v", storage.ErrInvalidConfig, path, err)
+	}
+	return &st, nil
+}
+
+// encode returns the state file's bytes: indented JSON, keys sorted (Go
+// sorts map keys), ending in a newline.
+func (st *state) encode() ([]byte, error) {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
+// writeState replaces the state file in dir atomically (a temporary file in
+// dir, fsynced and renamed over the old one) and fsyncs dir, which renameio
+// leaves to its caller.
+func writeState(dir string, data []byte) error {
+	if err := renameio.WriteFile(filepath.Join(dir, StateFile), data, 0o600, renameio.WithTempDir(dir)); err != nil {
+		return err
+	}
+	return fsutil.SyncDir(dir)
+}
