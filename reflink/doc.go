@@ -1,0 +1,71 @@
+// Package reflink is the "file-reflink" driver: VM images as plain files
+// on a reflink-capable filesystem (btrfs, XFS), snapshots made with FICLONE
+// (the ioctl behind cp --reflink), no device-mapper. It writes the same
+// tree as Qubes' file-reflink driver, so either can open a pool the other
+// wrote:
+//
+//	DIR/appvms/VM/private.img                         committed (clean) image
+//	DIR/appvms/VM/private-dirty.img                   running image
+//	DIR/appvms/VM/private-precache.img                clone of clean, ready for the next start
+//	DIR/appvms/VM/private-import.img                  import in progress
+//	DIR/appvms/VM/private.img.3@2018-01-02T03:04:05Z  revision 3
+//	DIR/appvms/VM/private.img@2018-01-02T03:04:05Z    revision of the seed era, id "2018-01-02T03:04:05Z"
+//	DIR/appvms/VM/private.img~XXXX                    temporary or pending removal
+//	DIR/vm-templates/TPL/root.img ...
+//
+// Import it for its side effect of registering the driver:
+//
+//	import _ "github.com/vmpool/vmpool/reflink"
+//
+// # Parameters
+//
+// In the order the Admin API lists them: revisions_to_keep (default 1;
+// -1 or more), dir_path (required; the pool's directory, whose parent must
+// exist), setup_check (default yes; yes/no, true/false, on/off, 1/0, any
+// case) and ephemeral_volatile (default False; True/1/on or
+// False/0/off/empty, case-sensitive, as Qubes parses it). Anything else is
+// storage.ErrInvalidConfig. setup_check is not part of the pool's Config,
+// as in Qubes.
+//
+// # How it differs from Qubes, on purpose
+//
+// The tree is Qubes', but the work is arranged so that nothing on the start
+// or stop path clones when a link or a rename does the same job:
+//
+//   - Start renames the ready precache into the dirty image (as Qubes does);
+//     if the precache is still being made in the background, Start waits for
+//     it rather than making a second clone.
+//   - Stop keeps the old clean image as a revision by hard-linking it (Qubes
+//     clones it) and renames the dirty image over the clean one. This is
+//     safe because a clean image is never written in place: every change,
+//     the resize of a stopped volume included, makes a new inode. A
+//     consequence: after a revert to a revision whose inode a running
+//     snapshot still uses, that snapshot is not outdated (its data is the
+//     same), where Qubes would say it is.
+//   - Pruning old revisions and cloning the next precache happen after the
+//     commit is durable, in a pool-level background worker that Close and
+//     Flush wait for. Pruned revisions are first renamed to "~" names, so
+//     Revisions is right at once; the worker deletes them. Neither job is
+//     needed for correctness: Start clones when the precache is missing or
+//     stale, and "~" files left by a crash are deleted by the worker of the
+//     next Open.
+//   - Shrinking needs ResizeOptions.Force (storage.ErrShrink otherwise).
+//   - Revisions with the seed-era names (private.img@<timestamp>Z) are
+//     listed (oldest first, before numbered ones), count towards
+//     revisions_to_keep and can be reverted to; their id is the part after
+//     "@".
+//   - ImportData refuses a running volume (storage.ErrDirty), as lvm_thin
+//     does; Qubes leaves that check to its API.
+//   - Copies that cannot be reflinked (another filesystem, a filesystem
+//     without reflinks) are sparse copies in Go (SEEK_DATA/SEEK_HOLE and
+//     copy_file_range) instead of cp --sparse=always. After the first
+//     EOPNOTSUPP the pool stops trying FICLONE.
+//
+// Every copy, link, rename and remove is logged to the pool's zerolog
+// logger with op, src, dst, bytes and duration.
+//
+// Qubes quirks kept: revisions_to_keep 0 commits without a revision; an
+// import into a volume with revisions_to_keep -1 adds a revision and
+// prunes only the oldest; a volatile volume keeps a resize made while it
+// ran; revert keeps the current state as a new revision without pruning.
+package reflink

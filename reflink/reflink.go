@@ -1,0 +1,451 @@
+package reflink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+
+	"github.com/vmpool/vmpool/internal/fsutil"
+	"github.com/vmpool/vmpool/pool"
+	"github.com/vmpool/vmpool/storage"
+)
+
+// DriverName is the name the driver registers under.
+const DriverName = "file-reflink"
+
+// dirPrefixes are the first parts of a vid, as Qubes' dir_path_prefix.
+var dirPrefixes = []string{"appvms", "vm-templates"}
+
+func init() { pool.Register(DriverName, Driver{}) }
+
+// Driver makes file-reflink pools.
+type Driver struct{}
+
+// Parameters lists revisions_to_keep, dir_path (required), setup_check and
+// ephemeral_volatile, in the order of Qubes' ReflinkPool.
+func (Driver) Parameters() []storage.Parameter {
+	return []storage.Parameter{
+		{Name: "revisions_to_keep", Doc: "revisions each origin volume keeps by default (-1 disables snapshots); default 1"},
+		{Name: "dir_path", Required: true, Doc: "the pool's directory; its parent must exist"},
+		{Name: "setup_check", Doc: "refuse a filesystem without reflink support at setup (yes/no); default yes"},
+		{Name: "ephemeral_volatile", Doc: "make volatile volumes ephemeral by default (True/False); default False"},
+	}
+}
+
+// Open validates the parameters and returns the pool. If dir_path exists,
+// the pool locks it (waiting until ctx ends; then storage.ErrInUse) and its
+// worker starts deleting the "~" files a crash left.
+func (d Driver) Open(ctx context.Context, cfg storage.PoolConfig) (storage.Pool, error) {
+	p, err := newPool(cfg)
+	if err != nil {
+		return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: err}
+	}
+	if _, err := os.Stat(p.dir); err == nil {
+		if err := p.lockAndRecover(ctx); err != nil {
+			return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: err}
+		}
+	}
+	return p, nil
+}
+
+// Pool is a file-reflink pool.
+type Pool struct {
+	name              string
+	dir               string
+	revisionsToKeep   int
+	setupCheck        bool
+	ephemeralVolatile bool
+	log               zerolog.Logger
+	worker            *worker
+
+	noReflink atomic.Bool // FICLONE said EOPNOTSUPP: stop trying
+	reflinkOK atomic.Bool // the reflink check passed
+
+	mu       sync.Mutex
+	volumes  map[string]*volume
+	lock     *fsutil.Lock
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+func newPool(cfg storage.PoolConfig) (*Pool, error) {
+	if cfg.Name == "" {
+		return nil, fmt.Errorf("%w: pool name is empty", storage.ErrInvalidConfig)
+	}
+	p := &Pool{
+		name:            cfg.Name,
+		revisionsToKeep: 1,
+		setupCheck:      true,
+		log:             cfg.Logger.With().Str("pool", cfg.Name).Logger(),
+		volumes:         make(map[string]*volume),
+	}
+	known := make(map[string]bool)
+	for _, prm := range (Driver{}).Parameters() {
+		known[prm.Name] = true
+	}
+	var unknown []string
+	for k := range cfg.Params {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("%w: unknown parameters %s (file-reflink accepts revisions_to_keep, dir_path, setup_check, ephemeral_volatile)",
+			storage.ErrInvalidConfig, strings.Join(unknown, ", "))
+	}
+	dir, ok := cfg.Params["dir_path"]
+	if !ok || dir == "" {
+		return nil, fmt.Errorf("%w: missing required parameter dir_path", storage.ErrInvalidConfig)
+	}
+	if strings.ContainsRune(dir, 0) {
+		return nil, fmt.Errorf("%w: dir_path contains NUL", storage.ErrInvalidConfig)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dir_path %q: %v", storage.ErrInvalidConfig, dir, err)
+	}
+	p.dir = abs
+	if s, ok := cfg.Params["revisions_to_keep"]; ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < -1 {
+			return nil, fmt.Errorf("%w: revisions_to_keep %q: want an integer of at least -1", storage.ErrInvalidConfig, s)
+		}
+		p.revisionsToKeep = n
+	}
+	if s, ok := cfg.Params["setup_check"]; ok {
+		b, err := parsePropertyBool(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: setup_check: %v", storage.ErrInvalidConfig, err)
+		}
+		p.setupCheck = b
+	}
+	if s, ok := cfg.Params["ephemeral_volatile"]; ok {
+		b, err := parseBool(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: ephemeral_volatile: %v", storage.ErrInvalidConfig, err)
+		}
+		p.ephemeralVolatile = b
+	}
+	p.worker = newWorker(p)
+	return p, nil
+}
+
+// parsePropertyBool parses as Qubes' qubes.property.bool: 0/no/false/off
+// and 1/yes/true/on, in any case.
+func parsePropertyBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "0", "no", "false", "off":
+		return false, nil
+	case "1", "yes", "true", "on":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (yes/no, true/false, on/off, 1/0)", s)
+}
+
+// parseBool parses as Qubes' storage parse_bool: True/1/on and
+// False/0/off/empty, case-sensitive.
+func parseBool(s string) (bool, error) {
+	switch s {
+	case "True", "1", "on":
+		return true, nil
+	case "False", "0", "off", "":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (True/1/on or False/0/off)", s)
+}
+
+func pyBool(b bool) string {
+	if b {
+		return "True"
+	}
+	return "False"
+}
+
+// lockAndRecover locks the pool directory, checks reflink support and has
+// the worker delete the "~" files left in the tree.
+func (p *Pool) lockAndRecover(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lock != nil {
+		return nil
+	}
+	l, err := fsutil.LockPath(ctx, p.dir)
+	if errors.Is(err, fsutil.ErrLocked) {
+		return fmt.Errorf("%w: %v", storage.ErrInUse, err)
+	}
+	if err != nil {
+		return err
+	}
+	p.lock = l
+	ok, err := fsutil.ReflinkSupported(p.dir)
+	p.reflinkOK.Store(err == nil && ok)
+	for _, prefix := range dirPrefixes {
+		vmDirs, _ := os.ReadDir(filepath.Join(p.dir, prefix))
+		for _, vmDir := range vmDirs {
+			dir := filepath.Join(p.dir, prefix, vmDir.Name())
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				if fsutil.IsTemp(e.Name()) {
+					p.worker.remove(filepath.Join(dir, e.Name()))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// begin marks an operation in flight; it fails once the pool is closed.
+func (p *Pool) begin() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return storage.ErrClosed
+	}
+	p.inflight.Add(1)
+	return nil
+}
+
+func (p *Pool) end() { p.inflight.Done() }
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// Driver returns "file-reflink".
+func (p *Pool) Driver() string { return DriverName }
+
+// Dir returns the pool's directory (dir_path, made absolute).
+func (p *Pool) Dir() string { return p.dir }
+
+// Config returns name, driver, dir_path, revisions_to_keep and
+// ephemeral_volatile, as Qubes' ReflinkPool.config (setup_check is not
+// persisted).
+func (p *Pool) Config() map[string]string {
+	return map[string]string{
+		"name":               p.name,
+		"driver":             DriverName,
+		"dir_path":           p.dir,
+		"revisions_to_keep":  strconv.Itoa(p.revisionsToKeep),
+		"ephemeral_volatile": pyBool(p.ephemeralVolatile),
+	}
+}
+
+// Capabilities: any number of revisions, revert, snapshot-then-commit,
+// outdated snapshots; Reflink as found on the pool's filesystem.
+func (p *Pool) Capabilities() storage.Capabilities {
+	return storage.Capabilities{
+		MaxRevisions:   -1,
+		Revert:         true,
+		SnapshotCommit: true,
+		Outdated:       true,
+		Reflink:        p.reflinkOK.Load() && !p.noReflink.Load(),
+	}
+}
+
+// Setup creates dir_path (not its parents), refuses a filesystem without
+// reflink support unless setup_check is off (storage.ErrReflinkUnsupported,
+// and a directory it created is removed again), then creates appvms/ and
+// vm-templates/ and locks the pool.
+func (p *Pool) Setup(ctx context.Context) error {
+	if err := p.begin(); err != nil {
+		return &storage.Error{Op: "setup", Pool: p.name, Err: err}
+	}
+	defer p.end()
+	if err := p.setup(ctx); err != nil {
+		return &storage.Error{Op: "setup", Pool: p.name, Err: err}
+	}
+	return nil
+}
+
+func (p *Pool) setup(ctx context.Context) error {
+	created, err := p.mkdir(p.dir)
+	if err != nil {
+		return err
+	}
+	if p.setupCheck {
+		ok, err := fsutil.ReflinkSupported(p.dir)
+		if err == nil && !ok {
+			err = fmt.Errorf("the filesystem for %q: %w", p.dir, storage.ErrReflinkUnsupported)
+		}
+		if err != nil {
+			if created {
+				p.removeEmptyDir(p.dir)
+			}
+			return err
+		}
+	}
+	for _, prefix := range dirPrefixes {
+		if _, err := p.mkdir(filepath.Join(p.dir, prefix)); err != nil {
+			return err
+		}
+	}
+	return p.lockAndRecover(ctx)
+}
+
+// Destroy does nothing, as in Qubes: the images stay.
+func (p *Pool) Destroy(ctx context.Context) error { return nil }
+
+// Usage reports the filesystem's size and use (statvfs), as Qubes does.
+func (p *Pool) Usage(ctx context.Context) (storage.PoolUsage, error) {
+	size, used, err := fsutil.Usage(p.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = fmt.Errorf("%w: %v", storage.ErrNotFound, err)
+	}
+	if err != nil {
+		return storage.PoolUsage{}, &storage.Error{Op: "usage", Pool: p.name, Err: err}
+	}
+	return storage.PoolUsage{DataSize: size, DataUsage: used}, nil
+}
+
+// Volume returns the registered volume vid.
+func (p *Pool) Volume(vid string) (storage.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.volumes[vid]
+	if !ok {
+		return nil, &storage.Error{Op: "get volume", Pool: p.name, VID: vid, Err: storage.ErrNotFound}
+	}
+	return v, nil
+}
+
+// Volumes returns the registered volumes, sorted by vid.
+func (p *Pool) Volumes() []storage.Volume {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vids := make([]string, 0, len(p.volumes))
+	for vid := range p.volumes {
+		vids = append(vids, vid)
+	}
+	sort.Strings(vids)
+	out := make([]storage.Volume, len(vids))
+	for i, vid := range vids {
+		out[i] = p.volumes[vid]
+	}
+	return out
+}
+
+// Flush waits until the background work queued so far (pruning, precache
+// clones, leftovers) is done, or ctx ends.
+func (p *Pool) Flush(ctx context.Context) error { return p.worker.flush(ctx) }
+
+// Close waits for operations in flight and the background work, then
+// releases the pool's lock. Later operations fail with storage.ErrClosed.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.inflight.Wait()
+	p.worker.close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lock != nil {
+		err := p.lock.Unlock()
+		p.lock = nil
+		return err
+	}
+	return nil
+}
+
+// parseVID splits a vid "appvms/VM/VOLUME" or "vm-templates/VM/VOLUME"
+// and checks its parts.
+func parseVID(vid string) (vm, volume string, err error) {
+	parts := strings.Split(vid, "/")
+	if len(parts) != 3 || (parts[0] != dirPrefixes[0] && parts[0] != dirPrefixes[1]) {
+		return "", "", fmt.Errorf("%w: vid %q: want appvms/VM/VOLUME or vm-templates/VM/VOLUME", storage.ErrInvalidConfig, vid)
+	}
+	if err := storage.ValidateVMName(parts[1]); err != nil {
+		return "", "", fmt.Errorf("vid %q: %w", vid, err)
+	}
+	if err := storage.ValidateVolumeName(parts[2]); err != nil {
+		return "", "", fmt.Errorf("vid %q: %w", vid, err)
+	}
+	return parts[1], parts[2], nil
+}
+
+// InitVolume registers a volume from its configuration without touching
+// the disk. The vid must be appvms/VM/NAME or vm-templates/VM/NAME, NAME
+// equal to cfg.Name (filled in from the vid when empty); a snap_on_start
+// source is a vid of this pool. Origin volumes get their precache prepared
+// in the background if it is missing.
+func (p *Pool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) {
+	fail := func(err error) (storage.Volume, error) {
+		return nil, &storage.Error{Op: "init volume", Pool: p.name, VID: cfg.VID, Err: err}
+	}
+	if err := p.begin(); err != nil {
+		return fail(err)
+	}
+	defer p.end()
+	_, name, err := parseVID(cfg.VID)
+	if err != nil {
+		return fail(err)
+	}
+	if cfg.Name == "" {
+		cfg.Name = name
+	}
+	if cfg.Name != name {
+		return fail(fmt.Errorf("%w: volume name %q does not match vid %q", storage.ErrInvalidConfig, cfg.Name, cfg.VID))
+	}
+	if cfg.Pool == "" {
+		cfg.Pool = p.name
+	}
+	if cfg.Pool != p.name {
+		return fail(fmt.Errorf("%w: volume belongs to pool %q, not %q", storage.ErrInvalidConfig, cfg.Pool, p.name))
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	if cfg.Source != "" {
+		if _, _, err := parseVID(cfg.Source); err != nil {
+			return fail(fmt.Errorf("source: %w", err))
+		}
+		if cfg.Source == cfg.VID {
+			return fail(fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig))
+		}
+	}
+	if cfg.RevisionsToKeep == nil {
+		n := p.revisionsToKeep
+		cfg.RevisionsToKeep = &n
+	}
+	v := newVolume(p, cfg)
+	if v.keepsPrecache() {
+		v.pre = v.newPrecacheJob()
+	}
+	p.mu.Lock()
+	if _, dup := p.volumes[cfg.VID]; dup {
+		p.mu.Unlock()
+		return fail(storage.ErrExists)
+	}
+	p.volumes[cfg.VID] = v
+	p.mu.Unlock()
+	if v.pre != nil {
+		p.worker.precache(v.pre)
+	}
+	return v, nil
+}
+
+func (p *Pool) forget(vid string) {
+	p.mu.Lock()
+	delete(p.volumes, vid)
+	p.mu.Unlock()
+}
+
+// lookup returns the registered volume vid, or nil.
+func (p *Pool) lookup(vid string) *volume {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.volumes[vid]
+}

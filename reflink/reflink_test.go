@@ -1,0 +1,440 @@
+package reflink
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vmpool/vmpool/internal/fsutil"
+	"github.com/vmpool/vmpool/internal/loopfs"
+	"github.com/vmpool/vmpool/pool"
+	"github.com/vmpool/vmpool/storage"
+)
+
+func TestRegistered(t *testing.T) {
+	assert.Contains(t, pool.Drivers(), "file-reflink")
+	params, err := pool.Parameters("file-reflink")
+	require.NoError(t, err)
+	var names []string
+	for _, p := range params {
+		names = append(names, p.Name)
+		assert.Equal(t, p.Name == "dir_path", p.Required, p.Name)
+	}
+	assert.Equal(t, []string{"revisions_to_keep", "dir_path", "setup_check", "ephemeral_volatile"}, names, "Qubes' order")
+}
+
+func TestParams(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func(params map[string]string) (storage.Pool, error) {
+		return pool.Open(ctx, "file-reflink", storage.PoolConfig{Name: "p", Params: params})
+	}
+	p, err := open(map[string]string{"dir_path": dir + "/x/../pool", "revisions_to_keep": "3", "setup_check": "No", "ephemeral_volatile": "True"})
+	require.NoError(t, err)
+	defer p.Close()
+	assert.Equal(t, map[string]string{
+		"name": "p", "driver": "file-reflink", "dir_path": dir + "/pool",
+		"revisions_to_keep": "3", "ephemeral_volatile": "True",
+	}, p.Config(), "setup_check is not persisted; dir_path is cleaned")
+	assert.False(t, p.(*Pool).setupCheck)
+
+	bad := []map[string]string{
+		{},
+		{"dir_path": ""},
+		{"dir_path": dir, "unknown": "1"},
+		{"dir_path": dir, "revisions_to_keep": "-2"},
+		{"dir_path": dir, "revisions_to_keep": "two"},
+		{"dir_path": dir, "setup_check": "maybe"},
+		{"dir_path": dir, "ephemeral_volatile": "true"}, // parse_bool is case-sensitive
+		{"dir_path": "a\x00b"},
+	}
+	for _, params := range bad {
+		_, err := open(params)
+		assert.ErrorIs(t, err, storage.ErrInvalidConfig, "%v", params)
+	}
+	_, err = pool.Open(ctx, "file-reflink", storage.PoolConfig{Params: map[string]string{"dir_path": dir}})
+	assert.ErrorIs(t, err, storage.ErrInvalidConfig, "a pool needs a name")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "open creates nothing")
+}
+
+// TestSetupRefusesNoReflink reproduces Qubes' setup check on ext4.
+func TestSetupRefusesNoReflink(t *testing.T) {
+	ctx := context.Background()
+	mnt := loopfs.Mount(t, loopfs.Ext4, 64<<20)
+	dir := filepath.Join(mnt, "pool")
+	p, err := pool.Open(ctx, "file-reflink", storage.PoolConfig{Name: "p", Params: map[string]string{"dir_path": dir}})
+	require.NoError(t, err)
+	defer p.Close()
+	err = p.Setup(ctx)
+	require.ErrorIs(t, err, storage.ErrReflinkUnsupported)
+	assert.Contains(t, err.Error(), "setup_check=no", "the message names the option")
+	assert.Contains(t, err.Error(), dir)
+	assert.NoDirExists(t, dir, "a directory setup made is removed again")
+
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	require.ErrorIs(t, p.Setup(ctx), storage.ErrReflinkUnsupported)
+	assert.DirExists(t, dir, "an existing directory stays")
+
+	tp := openTestPool(t, filepath.Join(mnt, "pool2"), map[string]string{"setup_check": "no"}, true)
+	assert.False(t, tp.Capabilities().Reflink)
+	assert.Equal(t, []string{"appvms/", "vm-templates/"}, tp.tree(t))
+}
+
+func TestSetupNeedsParent(t *testing.T) {
+	tp := openTestPool(t, filepath.Join(t.TempDir(), "a", "b"), map[string]string{"setup_check": "no"}, false)
+	err := tp.Setup(context.Background())
+	assert.ErrorIs(t, err, os.ErrNotExist, "dir_path is created without its parents, as in Qubes")
+}
+
+// TestFallbackSparseCopy checks that on a filesystem without reflinks
+// (ext4, setup_check=no) the copies really are sparse copies.
+func TestFallbackSparseCopy(t *testing.T) {
+	ctx := context.Background()
+	tp := newTestPool(t, loopfs.Ext4, map[string]string{"setup_check": "no"})
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 8 << 20})
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, v.Start(ctx))
+	writeAt(t, v.dirty, 4<<20, "hello")
+	require.NoError(t, v.Stop(ctx))
+	require.NoError(t, tp.Flush(ctx))
+	ops := tp.log.all(t)
+	assert.Contains(t, ops, "sparse-copy")
+	assert.NotContains(t, ops, "reflink")
+	assert.True(t, tp.noReflink.Load(), "EOPNOTSUPP is remembered")
+	assert.False(t, tp.Capabilities().Reflink)
+
+	st, err := os.Stat(v.precache)
+	require.NoError(t, err)
+	assert.Less(t, fsutil.Allocated(st), int64(1<<20), "the copy kept the holes")
+	assert.Equal(t, "hello", readAt(t, v.precache, 4<<20, 5))
+}
+
+// TestStartStopDoNotClone checks the speed rule: an origin's start renames
+// its precache and its stop links and renames; only the background worker
+// clones. A snapshot's start clones its source once.
+func TestStartStopDoNotClone(t *testing.T) {
+	ctx := context.Background()
+	for _, typ := range []loopfs.Type{loopfs.Btrfs, loopfs.XFS} {
+		t.Run(string(typ), func(t *testing.T) {
+			t.Parallel()
+			tp := newTestPool(t, typ, nil)
+			v := tp.volume(t, storage.VolumeConfig{VID: "vm-templates/t/root", SaveOnStop: true, RW: true, Size: 8 << 20})
+			s := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/root", SnapOnStart: true, Source: "vm-templates/t/root"})
+			require.NoError(t, v.Create(ctx))
+			for i := 0; i < 3; i++ {
+				require.NoError(t, tp.Flush(ctx))
+				tp.log.ops(t)
+				require.NoError(t, v.Start(ctx))
+				assert.Equal(t, []string{"rename"}, tp.log.ops(t), "start %d renames the precache", i)
+				writeAt(t, v.dirty, int64(i)<<20, "data")
+				require.NoError(t, v.Stop(ctx))
+				want := []string{"link", "discard", "rename"} // keep the old clean image, discard the revision beyond 1
+				if i == 0 {
+					want = []string{"link", "rename"}
+				}
+				assert.Equal(t, want, tp.log.ops(t), "stop %d", i)
+			}
+			require.NoError(t, tp.Flush(ctx))
+			assert.Equal(t, []string{"reflink"}, tp.log.all(t), "the worker clones the next precache")
+			for _, f := range tp.tree(t) {
+				assert.False(t, fsutil.IsTemp(f), "the worker deleted the pruned revision: %s", f)
+			}
+
+			require.NoError(t, s.Start(ctx))
+			assert.Equal(t, []string{"mkdir", "link", "reflink"}, tp.log.ops(t), "a snapshot clones its source")
+			require.NoError(t, s.Stop(ctx))
+			assert.Equal(t, []string{"discard", "discard"}, tp.log.ops(t), "a snapshot's stop only renames")
+		})
+	}
+}
+
+// TestCleanNeverWrittenInPlace holds the rule that makes hard-linked
+// revisions safe: no operation writes a committed image in place.
+func TestCleanNeverWrittenInPlace(t *testing.T) {
+	ctx := context.Background()
+	tp := newTestPool(t, loopfs.Btrfs, nil)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 4 << 20, RevisionsToKeep: intp(5)})
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, v.Start(ctx))
+	writeAt(t, v.dirty, 0, "first")
+	require.NoError(t, v.Stop(ctx))
+	require.NoError(t, v.Start(ctx))
+	writeAt(t, v.dirty, 0, "secnd")
+	require.NoError(t, v.Stop(ctx))
+
+	revs, err := listRevisions(v.clean)
+	require.NoError(t, err)
+	require.Len(t, revs, 2)
+	first := revs[1].path // revision 2 holds "first"
+	assert.Equal(t, "first", readAt(t, first, 0, 5))
+	firstSt, err := os.Stat(first)
+	require.NoError(t, err)
+
+	// Resize of the stopped volume: a new inode, the revision untouched.
+	before, err := os.Stat(v.clean)
+	require.NoError(t, err)
+	require.NoError(t, v.Resize(ctx, 8<<20, storage.ResizeOptions{}))
+	after, err := os.Stat(v.clean)
+	require.NoError(t, err)
+	assert.False(t, os.SameFile(before, after), "resize makes a new inode")
+	assert.EqualValues(t, 8<<20, after.Size())
+	assert.Equal(t, "secnd", readAt(t, v.clean, 0, 5))
+
+	// Running and writing does not touch the clean image or revisions.
+	require.NoError(t, v.Start(ctx))
+	writeAt(t, v.dirty, 0, "third")
+	assert.Equal(t, "secnd", readAt(t, v.clean, 0, 5))
+	require.NoError(t, v.Stop(ctx))
+	require.NoError(t, v.Revert(ctx, "2"))
+	assert.Equal(t, "first", readAt(t, v.clean, 0, 5))
+	st, err := os.Stat(v.clean)
+	require.NoError(t, err)
+	assert.True(t, os.SameFile(firstSt, st), "revert renames the revision")
+	assert.Equal(t, firstSt.ModTime(), st.ModTime(), "its mtime is untouched")
+}
+
+// TestSeedEraRevisions opens a tree with revisions named as the first
+// file-reflink driver named them (x.img@<ts>Z).
+func TestSeedEraRevisions(t *testing.T) {
+	ctx := context.Background()
+	tp := newTestPool(t, loopfs.Btrfs, nil)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20, RevisionsToKeep: intp(3)})
+	require.NoError(t, v.Create(ctx))
+	for _, r := range []struct{ name, data string }{
+		{"private.img@2018-02-03T00:00:00Z", "seed2"},
+		{"private.img@2018-01-02T03:04:05Z", "seed1"},
+		{"private.img.7@2019-01-01T00:00:00Z", "numbr"},
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(v.clean), r.name), []byte(r.data), 0o600))
+	}
+	revs, err := v.Revisions(ctx)
+	require.NoError(t, err)
+	var ids []string
+	for _, r := range revs {
+		ids = append(ids, r.ID)
+	}
+	assert.Equal(t, []string{"2018-01-02T03:04:05Z", "2018-02-03T00:00:00Z", "7"}, ids, "seed-era first, by time")
+	assert.Equal(t, "2018-01-02T03:04:05", revs[0].Timestamp())
+
+	require.NoError(t, v.Revert(ctx, "2018-02-03T00:00:00Z"))
+	assert.Equal(t, "seed2", readAt(t, v.clean, 0, 5))
+	revs, err = v.Revisions(ctx)
+	require.NoError(t, err)
+	ids = ids[:0]
+	for _, r := range revs {
+		ids = append(ids, r.ID)
+	}
+	assert.Equal(t, []string{"2018-01-02T03:04:05Z", "7", "8"}, ids, "the replaced state is revision 8")
+
+	require.NoError(t, v.Start(ctx))
+	require.NoError(t, v.Stop(ctx))
+	revs, err = v.Revisions(ctx)
+	require.NoError(t, err)
+	ids = ids[:0]
+	for _, r := range revs {
+		ids = append(ids, r.ID)
+	}
+	assert.Equal(t, []string{"7", "8", "9"}, ids, "seed-era revisions count and are pruned first")
+}
+
+func TestParseRevision(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		id   string
+		ok   bool
+	}{
+		{"private.img.1@2018-01-02T03:04:05Z", "1", true},
+		{"private.img.12@2018-01-02T03:04:05Z", "12", true},
+		{"private.img@2018-01-02T03:04:05Z", "2018-01-02T03:04:05Z", true},
+		{"private.img.x@2018-01-02T03:04:05Z", "", false},
+		{"private.img.1@2018-01-02T03:04:05", "", false},
+		{"private.img.1@2018-13-02T03:04:05Z", "", false},
+		{"private.img.1@2018-01-02T03:04:05Z~tmp", "", false},
+		{"private.img.@2018-01-02T03:04:05Z", "", false},
+		{"private.img", "", false},
+		{"private-dirty.img", "", false},
+		{"private.img.-1@2018-01-02T03:04:05Z", "", false},
+	} {
+		r, ok := parseRevision("private.img", tc.name)
+		assert.Equal(t, tc.ok, ok, tc.name)
+		assert.Equal(t, tc.id, r.ID, tc.name)
+	}
+}
+
+func FuzzParseRevision(f *testing.F) {
+	for _, s := range []string{"private.img.1@2018-01-02T03:04:05Z", "private.img@2018-01-02T03:04:05Z", "private.img.99999999999999999999@2018-01-02T03:04:05Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		r, ok := parseRevision("private.img", name)
+		if !ok {
+			return
+		}
+		if err := storage.ValidateRevisionID(r.ID); err != nil {
+			t.Fatalf("%q parsed to an id Revert would refuse: %v", name, err)
+		}
+		var back string
+		if r.seed {
+			back = "private.img@" + r.ID
+		} else {
+			back = revisionPath("private.img", r.n, r.Time)
+		}
+		if back != name {
+			t.Fatalf("%q parsed to %+v, which names %q", name, r, back)
+		}
+	})
+}
+
+func FuzzParseVID(f *testing.F) {
+	for _, s := range []string{"appvms/work/private", "vm-templates/fedora-42/root", "../x", "appvms//a", "appvms/a/b/c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, vid string) {
+		vm, vol, err := parseVID(vid)
+		if err != nil {
+			if !errors.Is(err, storage.ErrInvalidConfig) {
+				t.Fatalf("%q: error %v does not wrap ErrInvalidConfig", vid, err)
+			}
+			return
+		}
+		if strings.Contains(vid, "..") || strings.HasPrefix(vid, "/") || strings.ContainsRune(vid, 0) ||
+			filepath.Clean(vid) != vid || filepath.Join(filepath.Dir(filepath.Dir(vid)), vm, vol) != vid {
+			t.Fatalf("accepted unsafe vid %q", vid)
+		}
+	})
+}
+
+// TestLeftoversRemovedAtOpen simulates a crash that left temporary files
+// and discarded revisions: the next Open's worker deletes them, and a
+// commit cut short after its hard link does not add a second revision.
+func TestLeftoversRemovedAtOpen(t *testing.T) {
+	ctx := context.Background()
+	tp := newTestPool(t, loopfs.Btrfs, nil)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20})
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, v.Start(ctx))
+	require.NoError(t, tp.Close())
+
+	// The crash: a copy's temporary file, a discarded revision, and a commit
+	// that made its link and stopped.
+	dir := filepath.Dir(v.clean)
+	for _, name := range []string{"private.img~123", "private.img.1@2018-01-02T03:04:05Z~abc", "private-precache.img~x"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600))
+	}
+	st, err := os.Stat(v.clean)
+	require.NoError(t, err)
+	require.NoError(t, os.Link(v.clean, revisionPath(v.clean, 1, st.ModTime())))
+
+	tp2 := openTestPool(t, tp.dir, nil, false)
+	v2 := tp2.volume(t, v.Config())
+	assert.Equal(t, []string{"appvms/", "appvms/a/", "appvms/a/private-dirty.img", "appvms/a/private.img", "appvms/a/private.img.1@TS", "vm-templates/"},
+		shape(tp2.tree(t)), "the worker removed the ~ files; no precache while running")
+	dirty, err := v2.IsDirty(ctx)
+	require.NoError(t, err)
+	assert.True(t, dirty, "the crashed volume still runs")
+	require.NoError(t, v2.Start(ctx), "start resumes")
+	require.NoError(t, v2.Stop(ctx))
+	revs, err := v2.Revisions(ctx)
+	require.NoError(t, err)
+	assert.Len(t, revs, 1, "the repeated commit adds no second link of the same image")
+}
+
+func TestSecondOpenWaitsForLock(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "pool")
+	tp := openTestPool(t, dir, map[string]string{"setup_check": "no"}, true)
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err := Driver{}.Open(short, storage.PoolConfig{Name: "again", Params: map[string]string{"dir_path": dir}})
+	require.ErrorIs(t, err, storage.ErrInUse)
+	require.NoError(t, tp.Close())
+	p2, err := Driver{}.Open(ctx, storage.PoolConfig{Name: "again", Params: map[string]string{"dir_path": dir}})
+	require.NoError(t, err)
+	require.NoError(t, p2.Close())
+	_, err = tp.InitVolume(storage.VolumeConfig{VID: "appvms/a/private"})
+	assert.ErrorIs(t, err, storage.ErrClosed)
+}
+
+// TestDiscardKeepsHoles: what a VM discards (a punched hole in its dirty
+// image) stays a hole in the committed image and its precache.
+func TestDiscardKeepsHoles(t *testing.T) {
+	ctx := context.Background()
+	tp := newTestPool(t, loopfs.XFS, nil)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 16 << 20})
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, v.Start(ctx))
+	f, err := os.OpenFile(v.dirty, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(make([]byte, 8<<20), 0)
+	require.NoError(t, err)
+	require.NoError(t, fsutil.PunchHole(f, 0, 8<<20))
+	require.NoError(t, f.Close())
+	require.NoError(t, v.Stop(ctx))
+	require.NoError(t, tp.Flush(ctx))
+	for _, p := range []string{v.clean, v.precache} {
+		st, err := os.Stat(p)
+		require.NoError(t, err)
+		assert.Less(t, fsutil.Allocated(st), int64(1<<20), p)
+	}
+	u, err := v.Usage(ctx)
+	require.NoError(t, err)
+	assert.Less(t, u, int64(1<<20))
+}
+
+// TestENOSPC fills a tiny filesystem and checks that a start and an
+// import that fail for lack of space leave the volume's data, revisions and
+// tree as they were.
+func TestENOSPC(t *testing.T) {
+	ctx := context.Background()
+	mnt := loopfs.Mount(t, loopfs.Ext4, 32<<20)
+	tp := openTestPool(t, filepath.Join(mnt, "pool"), map[string]string{"setup_check": "no"}, true)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 4 << 20})
+	src := tp.volume(t, storage.VolumeConfig{VID: "appvms/b/private", SaveOnStop: true, RW: true, Size: 4 << 20})
+	for _, vol := range []*volume{v, src} {
+		require.NoError(t, vol.Create(ctx))
+		require.NoError(t, vol.Start(ctx))
+		writeAt(t, vol.dirty, 0, strings.Repeat("precious", 512<<10)) // 4 MiB of data
+		require.NoError(t, vol.Stop(ctx))
+	}
+	require.NoError(t, tp.Flush(ctx))
+	require.NoError(t, os.Remove(v.precache)) // so that start must copy
+	filler, err := os.Create(filepath.Join(mnt, "filler"))
+	require.NoError(t, err)
+	defer filler.Close()
+	for {
+		if _, err := filler.Write(make([]byte, 1<<20)); err != nil {
+			require.True(t, errors.Is(err, syscall.ENOSPC), "%v", err)
+			break
+		}
+	}
+	before := tp.tree(t)
+	revsBefore, err := v.Revisions(ctx)
+	require.NoError(t, err)
+
+	err = v.Start(ctx)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	err = v.ImportVolume(ctx, src)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+
+	require.NoError(t, tp.Flush(ctx))
+	assert.Equal(t, before, tp.tree(t), "nothing changed, no temporary file left")
+	revs, err := v.Revisions(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, revsBefore, revs)
+	assert.Equal(t, "precious", readAt(t, v.clean, 0, 8), "the committed data survives")
+
+	require.NoError(t, filler.Truncate(0))
+	require.NoError(t, v.Start(ctx), "with space again, start works")
+	assert.Equal(t, "precious", readAt(t, v.dirty, 4<<20-8, 8))
+	require.NoError(t, v.Stop(ctx))
+}

@@ -1,0 +1,170 @@
+package reflink
+
+import (
+	"context"
+
+	"errors"
+	"github.com/rs/zerolog"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// worker does the pool's background work, one item at a time: precache
+// clones first (the next start wants them), then removals of "~" files
+// (pruned revisions, stale precaches, leftovers). Its goroutine runs only
+// while there is work.
+type worker struct {
+	p   *Pool
+	log zerolog.Logger // the pool's, marked background=true
+
+	mu       sync.Mutex
+	jobs     []*precacheJob
+	removals []string
+	queued   map[string]bool // paths in removals
+	running  bool
+	idle     chan struct{} // closed when the worker becomes idle; replaced when it starts
+
+	busy atomic.Int64 // nanoseconds spent working, for benchmarks
+}
+
+// backgroundKey marks the context of work done by the worker, so that its
+// log lines say background=true.
+type backgroundKey struct{}
+
+// precacheJob prepares the precache of one volume. It runs at most once,
+// under the volume's lock, either in the worker or in a Start that cannot
+// wait for the worker.
+type precacheJob struct {
+	v         *volume
+	once      sync.Once
+	cancelled atomic.Bool
+}
+
+// run makes the precache unless the job was cancelled. The caller holds
+// the volume's lock.
+func (j *precacheJob) run(ctx context.Context) {
+	j.once.Do(func() {
+		if !j.cancelled.Load() {
+			j.v.makePrecache(ctx)
+		}
+	})
+}
+
+func newWorker(p *Pool) *worker {
+	idle := make(chan struct{})
+	close(idle)
+	return &worker{p: p, log: p.log.With().Bool("background", true).Logger(), queued: make(map[string]bool), idle: idle}
+}
+
+// precache queues a precache job.
+func (w *worker) precache(j *precacheJob) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.jobs = append(w.jobs, j)
+	w.kick()
+}
+
+// remove queues the removal of a "~" file; a path already queued is not
+// queued twice.
+func (w *worker) remove(path string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.queued[path] {
+		return
+	}
+	w.queued[path] = true
+	w.removals = append(w.removals, path)
+	w.kick()
+}
+
+// kick starts the goroutine if it is not running. w.mu is held.
+func (w *worker) kick() {
+	if w.running {
+		return
+	}
+	w.running = true
+	w.idle = make(chan struct{})
+	go w.loop()
+}
+
+func (w *worker) loop() {
+	for {
+		w.mu.Lock()
+		var job *precacheJob
+		var path string
+		switch {
+		case len(w.jobs) > 0:
+			job, w.jobs = w.jobs[0], w.jobs[1:]
+		case len(w.removals) > 0:
+			path, w.removals = w.removals[0], w.removals[1:]
+		default:
+			w.running = false
+			close(w.idle)
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+
+		start := time.Now()
+		if job != nil {
+			w.runJob(job)
+		} else {
+			w.removeNow(path)
+			w.mu.Lock()
+			delete(w.queued, path)
+			w.mu.Unlock()
+		}
+		w.busy.Add(int64(time.Since(start)))
+	}
+}
+
+func (w *worker) runJob(j *precacheJob) {
+	if j.cancelled.Load() {
+		return
+	}
+	ctx := context.WithValue(context.Background(), backgroundKey{}, true)
+	if err := j.v.lock(ctx); err != nil {
+		return
+	}
+	defer j.v.unlock()
+	j.run(ctx)
+}
+
+func (w *worker) removeNow(path string) {
+	start := time.Now()
+	err := os.Remove(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return // removed meanwhile, e.g. by the volume's Remove
+	}
+	logOp(w.log, "remove", path, "", 0, start, err)
+}
+
+// isQueued reports whether path waits for removal.
+func (w *worker) isQueued(path string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.queued[path]
+}
+
+// flush waits until the worker is idle or ctx ends.
+func (w *worker) flush(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		idle, running := w.idle, w.running
+		w.mu.Unlock()
+		if !running {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// close waits for the queued work to finish.
+func (w *worker) close() { _ = w.flush(context.Background()) }
