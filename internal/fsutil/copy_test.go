@@ -30,7 +30,7 @@ var filesystems = []struct {
 
 // writeSparse writes a file of size bytes with random data at the given
 // offsets (4 KiB each) and holes elsewhere; it returns the content.
-func writeSparse(t *testing.T, path string, size int64, offsets ...int64) []byte {
+func writeSparse(t testing.TB, path string, size int64, offsets ...int64) []byte {
 	t.Helper()
 	want := make([]byte, size)
 	f, err := os.Create(path)
