@@ -1,0 +1,70 @@
+# vmpool: `make demo` and `make test` work on a fresh Debian machine as root;
+# each installs the Debian packages it needs first (once: a second run
+# installs nothing).
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH):/usr/sbin:/sbin
+GO ?= go
+
+# Packages the tests and the demo need, as command:package.
+TOOLS := mkfs.btrfs:btrfs-progs mkfs.xfs:xfsprogs mkfs.ext4:e2fsprogs losetup:util-linux blockdev:util-linux
+
+# How long each fuzz target runs in `make test` and in `make fuzz`.
+FUZZTIME ?= 5s
+FUZZTIME_LONG ?= 2m
+
+.PHONY: all deps build vet test unit bench bench-smoke fuzz fuzz-smoke demo clean
+
+all: build
+
+## deps: install the missing Debian packages (idempotent).
+deps:
+	@command -v $(GO) >/dev/null || { echo "Go is needed: install it at /usr/local/go (see README)"; exit 1; }
+	@missing=""; for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build:
+	$(GO) build ./...
+
+vet:
+	$(GO) vet ./...
+
+## test: the full suite, as CI runs it: real btrfs, XFS and ext4 on loop
+## devices (root), nothing skipped (VMPOOL_REQUIRE=all), the race detector,
+## a one-iteration run of every benchmark and a short run of every fuzz target.
+test: deps vet unit bench-smoke fuzz-smoke
+
+unit:
+	VMPOOL_REQUIRE=all $(GO) test -race -count=1 -timeout 30m ./...
+
+bench-smoke:
+	VMPOOL_REQUIRE=all $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+## bench: the benchmarks, each next to its baseline from the same run.
+bench: deps
+	VMPOOL_REQUIRE=all $(GO) test -count=1 -run '^$$' -bench . -benchtime 5x -timeout 60m ./...
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME_LONG=$(FUZZTIME)
+
+## fuzz: every Fuzz target of the module, FUZZTIME_LONG each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME_LONG))"; \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME_LONG) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+			echo "$$out" | grep -E '^(fuzz: elapsed|ok)' | tail -n 2; \
+		done; \
+	done
+
+## demo: a file-reflink pool on a loop-mounted btrfs image: volumes,
+## snapshots, revisions and revert, then everything is cleaned up.
+demo: deps
+	$(GO) build -o bin/vmpoolctl ./examples/vmpoolctl
+	./examples/vmpoolctl/demo.sh bin/vmpoolctl
+
+clean:
+	rm -rf bin
