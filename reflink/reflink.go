@@ -71,6 +71,11 @@ type Pool struct {
 	noReflink atomic.Bool // FICLONE said EOPNOTSUPP: stop trying
 	reflinkOK atomic.Bool // the reflink check passed
 
+	// crashHook, set by tests only, is called at the named points of the
+	// multi-step operations; it panics to end the operation there, as a
+	// crash would (no cleanup runs).
+	crashHook func(point string)
+
 	mu       sync.Mutex
 	volumes  map[string]*volume
 	lock     *fsutil.Lock
@@ -203,6 +208,13 @@ func (p *Pool) lockAndRecover(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// crashPoint calls the test hook, if any.
+func (p *Pool) crashPoint(point string) {
+	if p.crashHook != nil {
+		p.crashHook(point)
+	}
 }
 
 // begin marks an operation in flight; it fails once the pool is closed.

@@ -327,6 +327,7 @@ func (v *volume) start(ctx context.Context) error {
 	if err := v.handOverTemps(); err != nil {
 		return err
 	}
+	v.p.crashPoint("start-temps-handed-over")
 	if v.cfg.SnapshotsDisabled() {
 		if err := v.pruneRevisions(0); err != nil {
 			return err
@@ -367,6 +368,7 @@ func (v *volume) startSnapshot(ctx context.Context) error {
 	if err := v.p.link(src, v.clean); err != nil {
 		return err
 	}
+	v.p.crashPoint("snapshot-linked")
 	return v.p.copy(ctx, v.clean, v.dirty, fsutil.CopyOptions{Size: -1})
 }
 
@@ -393,6 +395,7 @@ func (v *volume) startOrigin(ctx context.Context) error {
 			return err
 		}
 	}
+	v.p.crashPoint("origin-before-copy")
 	return v.p.copy(ctx, v.clean, v.dirty, fsutil.CopyOptions{Size: -1})
 }
 
@@ -450,19 +453,23 @@ func (v *volume) commit(path string) error {
 	if err := fsutil.SyncFile(path); err != nil {
 		return err
 	}
-	if err := v.addRevision(false); err != nil {
+	v.p.crashPoint("commit-synced")
+	if err := v.addRevision(); err != nil {
 		return err
 	}
 	if err := v.pruneRevisions(v.keep()); err != nil {
 		return err
 	}
+	v.p.crashPoint("commit-pruned")
 	v.cancelPrecache()
 	if err := v.p.discard(v.precache); err != nil {
 		return err
 	}
+	v.p.crashPoint("commit-precache-discarded")
 	if err := v.p.renameNoSync(path, v.clean); err != nil {
 		return err
 	}
+	v.p.crashPoint("commit-renamed")
 	if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
 		return err
 	}
@@ -476,8 +483,9 @@ func (v *volume) commit(path string) error {
 // addRevision keeps the current clean image as the next revision, by hard
 // link, unless revisions_to_keep is 0 or there is no clean image. If the
 // newest revision already is the clean image's inode (a commit repeated
-// after a crash), none is added. sync fsyncs the directory.
-func (v *volume) addRevision(sync bool) error {
+// after a crash), none is added. The link is made durable before the
+// caller replaces the clean image, so a crash never loses the old state.
+func (v *volume) addRevision() error {
 	if v.keep() == 0 {
 		return nil
 	}
@@ -501,10 +509,8 @@ func (v *volume) addRevision(sync bool) error {
 	if err := v.p.linkNoSync(v.clean, dst); err != nil {
 		return err
 	}
-	if sync {
-		return fsutil.SyncDir(filepath.Dir(v.clean))
-	}
-	return nil
+	v.p.crashPoint("revision-linked")
+	return fsutil.SyncDir(filepath.Dir(v.clean))
 }
 
 // pruneRevisions discards the revisions Qubes' _prune_revisions(keep)
@@ -623,16 +629,18 @@ func (v *volume) Revert(ctx context.Context, id string) error {
 			}
 			return fmt.Errorf("revision %q: %w", id, storage.ErrNotFound)
 		}
-		if err := v.addRevision(false); err != nil {
+		if err := v.addRevision(); err != nil {
 			return err
 		}
 		v.cancelPrecache()
 		if err := v.p.discard(v.precache); err != nil {
 			return err
 		}
+		v.p.crashPoint("revert-precache-discarded")
 		if err := v.p.renameNoSync(target.path, v.clean); err != nil {
 			return err
 		}
+		v.p.crashPoint("revert-renamed")
 		if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
 			return err
 		}
@@ -677,6 +685,7 @@ func (v *volume) Resize(ctx context.Context, size int64, opts storage.ResizeOpti
 			if err := v.p.copy(ctx, v.clean, v.clean, fsutil.CopyOptions{Size: size}); err != nil {
 				return err
 			}
+			v.p.crashPoint("resize-copied")
 			if err := v.p.discard(v.precache); err != nil {
 				return err
 			}
@@ -779,6 +788,9 @@ func (v *volume) ImportVolume(ctx context.Context, src storage.Volume) error {
 		err = v.p.copy(ctx, srcPath, v.importPath, fsutil.CopyOptions{Size: -1})
 		if eerr := src.ExportEnd(ctx, srcPath); err == nil {
 			err = eerr
+		}
+		if err == nil {
+			v.p.crashPoint("import-copied")
 		}
 		if err != nil {
 			return errors.Join(err, v.endImport(false))

@@ -25,6 +25,7 @@ type worker struct {
 	removals []string
 	queued   map[string]bool // paths in removals
 	running  bool
+	halted   bool          // tests: the process "crashed", drop all work
 	idle     chan struct{} // closed when the worker becomes idle; replaced when it starts
 
 	busy atomic.Int64 // nanoseconds spent working, for benchmarks
@@ -96,6 +97,12 @@ func (w *worker) loop() {
 		var job *precacheJob
 		var path string
 		switch {
+		case w.halted:
+			w.jobs, w.removals = nil, nil
+			w.running = false
+			close(w.idle)
+			w.mu.Unlock()
+			return
 		case len(w.jobs) > 0:
 			job, w.jobs = w.jobs[0], w.jobs[1:]
 		case len(w.removals) > 0:
