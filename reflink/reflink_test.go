@@ -440,3 +440,33 @@ func TestENOSPC(t *testing.T) {
 	assert.Equal(t, "precious", readAt(t, v.dirty, 4<<20-8, 8))
 	require.NoError(t, v.Stop(ctx))
 }
+
+// TestImportVolumeAcrossFilesystems imports from a pool on another
+// filesystem: FICLONE says EXDEV, the sparse copy runs, the size follows
+// the source, and the pool keeps trying reflinks afterwards.
+func TestImportVolumeAcrossFilesystems(t *testing.T) {
+	ctx := context.Background()
+	a := newTestPool(t, loopfs.Btrfs, nil)
+	b := newTestPool(t, loopfs.Btrfs, nil)
+	src := a.volume(t, storage.VolumeConfig{VID: "appvms/src/private", SaveOnStop: true, RW: true, Size: 24 << 20})
+	dst := b.volume(t, storage.VolumeConfig{VID: "appvms/dst/private", SaveOnStop: true, RW: true, Size: 1 << 20})
+	require.NoError(t, src.Create(ctx))
+	require.NoError(t, dst.Create(ctx))
+	require.NoError(t, src.Start(ctx))
+	writeAt(t, src.dirty, 20<<20, "from a")
+	require.NoError(t, src.Stop(ctx))
+	require.NoError(t, b.Flush(ctx))
+	b.log.ops(t)
+
+	var progressed int64
+	pctx := storage.WithProgress(ctx, func(done, total int64) { progressed = done })
+	require.NoError(t, dst.ImportVolume(pctx, src))
+	assert.Equal(t, "from a", readAt(t, dst.clean, 20<<20, 6))
+	assert.EqualValues(t, 24<<20, dst.Config().Size, "the size follows the source")
+	assert.EqualValues(t, 24<<20, progressed, "the sparse copy reported its progress")
+	assert.Contains(t, b.log.ops(t), "sparse-copy")
+	assert.False(t, b.noReflink.Load(), "EXDEV does not mean the filesystem has no reflinks")
+	revs, err := dst.Revisions(ctx)
+	require.NoError(t, err)
+	assert.Len(t, revs, 1, "the import is committed with a revision")
+}
