@@ -23,8 +23,8 @@ import (
 // ManagerOptions configure a Manager.
 type ManagerOptions struct {
 	// Logger receives the Manager's structured log and is passed on to
-	// every pool (storage.PoolConfig.Logger) with a "pool" field. The zero
-	// value logs nothing.
+	// every pool (storage.PoolConfig.Logger), whose driver adds the pool's
+	// name to its lines. The zero value logs nothing.
 	Logger zerolog.Logger
 }
 
@@ -121,7 +121,7 @@ func (m *Manager) load(ctx context.Context) error {
 		if err := validatePoolName(name); err != nil {
 			return fmt.Errorf("state file: %w", err)
 		}
-		p, err := Open(ctx, ps.Driver, storage.PoolConfig{Name: name, Params: maps.Clone(ps.Params), Logger: m.poolLogger(name)})
+		p, err := Open(ctx, ps.Driver, storage.PoolConfig{Name: name, Params: maps.Clone(ps.Params), Logger: m.log})
 		if err != nil {
 			return fmt.Errorf("open pool %s: %w", name, err)
 		}
@@ -211,10 +211,6 @@ func (m *Manager) dropVolume(vm, name string) {
 	if len(m.vms[vm]) == 0 {
 		delete(m.vms, vm)
 	}
-}
-
-func (m *Manager) poolLogger(name string) zerolog.Logger {
-	return m.log.With().Str("pool", name).Logger()
 }
 
 // Save writes the state file from the live pools and volumes (every
@@ -327,7 +323,7 @@ func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[s
 			return nil, fmt.Errorf("add pool %s: %w: %q is not a driver parameter", name, storage.ErrInvalidConfig, k)
 		}
 	}
-	p, err := Open(ctx, driver, storage.PoolConfig{Name: name, Params: maps.Clone(params), Logger: m.poolLogger(name)})
+	p, err := Open(ctx, driver, storage.PoolConfig{Name: name, Params: maps.Clone(params), Logger: m.log})
 	if err != nil {
 		return nil, fmt.Errorf("add pool %s: %w", name, err)
 	}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+
+	"github.com/vmpool/vmpool/pool"
+	"github.com/vmpool/vmpool/storage"
+)
+
+// command is one vmpoolctl command.
+type command struct {
+	name string // "pool add": the group and the subcommand
+	args string // the synopsis of its arguments and flags
+	help string // one line
+	// min and max bound the number of positional arguments; max -1 means
+	// any number.
+	min, max int
+	// setup defines the command's own flags on fs and returns the
+	// function that runs the command with the positional arguments.
+	setup func(fs *flag.FlagSet) runFunc
+}
+
+type runFunc func(e *env, args []string) error
+
+// checkArgs checks the number of positional arguments.
+func (c *command) checkArgs(args []string) error {
+	if len(args) < c.min || (c.max >= 0 && len(args) > c.max) {
+		return fmt.Errorf("%s: wrong number of arguments (%d)", c.name, len(args))
+	}
+	return nil
+}
+
+// noFlags is the setup of a command without flags of its own.
+func noFlags(fn runFunc) func(*flag.FlagSet) runFunc {
+	return func(*flag.FlagSet) runFunc { return fn }
+}
+
+// commands are all commands, in the order of the help text.
+var commands = []*command{
+	{name: "pool add", args: "NAME DRIVER [key=value...]", min: 2, max: -1, setup: noFlags(poolAdd),
+		help: "add a pool and set it up (file-reflink: dir_path=DIR, optional revisions_to_keep, setup_check, ephemeral_volatile)"},
+	{name: "pool list", help: "list the pools", setup: noFlags(poolList)},
+	{name: "pool info", args: "NAME", min: 1, max: 1, setup: noFlags(poolInfo),
+		help: "show a pool's configuration, size and usage"},
+	{name: "pool remove", args: "NAME", min: 1, max: 1, setup: noFlags(poolRemove),
+		help: "remove a pool no volume uses (its files stay)"},
+	{name: "pool drivers", help: "list the drivers and their parameters, in order", setup: noFlags(poolDrivers)},
+
+	{name: "volume create", args: "POOL VID [--size SIZE] [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N]",
+		min: 2, max: 2, setup: volumeCreate,
+		help: "create a volume; the VM is VID's second part, the volume's name its third"},
+	{name: "volume start", args: "POOL VID", min: 2, max: 2, setup: noFlags(onVolume(volumeStart)),
+		help: "start one volume"},
+	{name: "volume stop", args: "POOL VID", min: 2, max: 2, setup: noFlags(onVolume(volumeStop)),
+		help: "stop one volume (an origin commits its data)"},
+	{name: "volume remove", args: "POOL VID", min: 2, max: 2, setup: noFlags(onVolume(volumeRemove)),
+		help: "remove a stopped volume with its revisions"},
+	{name: "volume info", args: "POOL VID", min: 2, max: 2, setup: noFlags(onVolume(volumeInfoCmd)),
+		help: "show a volume's properties as the Admin API does"},
+	{name: "volume revisions", args: "POOL VID", min: 2, max: 2, setup: noFlags(onVolume(volumeRevisions)),
+		help: "list a volume's revisions, oldest first"},
+	{name: "volume revert", args: "POOL VID [REV]", min: 2, max: 3, setup: noFlags(volumeRevert),
+		help: "make revision REV (default: the newest) the volume's data"},
+	{name: "volume resize", args: "POOL VID SIZE [--force]", min: 3, max: 3, setup: volumeResize,
+		help: "grow a volume (shrink with --force, losing the data beyond SIZE)"},
+	{name: "volume import", args: "POOL VID FILE", min: 3, max: 3, setup: noFlags(volumeImport),
+		help: "replace a stopped volume's data with FILE's; its size becomes FILE's"},
+
+	{name: "vm start", args: "VM", min: 1, max: 1, setup: noFlags(vmStart), help: "start all volumes of a VM"},
+	{name: "vm stop", args: "VM", min: 1, max: 1, setup: noFlags(vmStop), help: "stop all volumes of a VM"},
+	{name: "vm list", help: "list the VMs and their volumes", setup: noFlags(vmList)},
+}
+
+func poolAdd(e *env, args []string) error {
+	params, err := parseParams(args[2:])
+	if err != nil {
+		return err
+	}
+	return e.withManager(func(m *pool.Manager) error {
+		p, err := m.AddPool(e.ctx, args[0], args[1], params)
+		if err != nil {
+			return err
+		}
+		return e.emit(poolInfoOf(e, p), nil)
+	})
+}
+
+func poolList(e *env, _ []string) error {
+	return e.withManager(func(m *pool.Manager) error {
+		rows := []poolRow{}
+		for _, p := range m.Pools() {
+			rows = append(rows, poolRow{Name: p.Name(), Driver: p.Driver()})
+		}
+		return e.emit(rows, func() error { return printPoolList(e.stdout, rows) })
+	})
+}
+
+func poolInfo(e *env, args []string) error {
+	return e.withManager(func(m *pool.Manager) error {
+		p, err := m.Pool(args[0])
+		if err != nil {
+			return err
+		}
+		info := poolInfoOf(e, p)
+		return e.emit(info, func() error { return printPoolInfo(e.stdout, info) })
+	})
+}
+
+func poolRemove(e *env, args []string) error {
+	return e.withManager(func(m *pool.Manager) error {
+		if err := m.RemovePool(e.ctx, args[0]); err != nil {
+			return err
+		}
+		return e.emit(map[string]any{"pool": args[0], "removed": true}, nil)
+	})
+}
+
+func poolDrivers(e *env, _ []string) error {
+	drivers := []driverDoc{}
+	for _, name := range pool.Drivers() {
+		params, err := pool.Parameters(name)
+		if err != nil {
+			return err
+		}
+		d := driverDoc{Driver: name, Parameters: []paramDoc{}}
+		for _, p := range params {
+			d.Parameters = append(d.Parameters, paramDoc{Name: p.Name, Required: p.Required, Doc: p.Doc})
+		}
+		drivers = append(drivers, d)
+	}
+	return e.emit(drivers, func() error { return printDrivers(e.stdout, drivers) })
+}
+
+func volumeCreate(fs *flag.FlagSet) runFunc {
+	var (
+		size, source                     string
+		rw, saveOnStop, snap, isVolatile bool
+		keep                             optionalInt
+	)
+	fs.StringVar(&size, "size", "", "the volume's size (1000, 10G, 10GiB, ...); required unless --snap-on-start, whose default is the source's size")
+	fs.BoolVar(&rw, "rw", false, "make the volume writable by its VM")
+	fs.BoolVar(&saveOnStop, "save-on-stop", false, "commit the volume's data at each stop, keeping revisions (private, template root)")
+	fs.BoolVar(&snap, "snap-on-start", false, "start each time from --source's committed data (an AppVM's root)")
+	fs.StringVar(&source, "source", "", "the vid, in the same pool, a --snap-on-start volume starts from")
+	fs.BoolVar(&isVolatile, "volatile", false, "neither save on stop nor snap on start: empty at each start (the default)")
+	fs.Var(&keep, "revisions-to-keep", "revisions to keep (-1 disables snapshots; default: the pool's)")
+	return func(e *env, args []string) error {
+		r, err := parseRef(args[0], args[1])
+		if err != nil {
+			return err
+		}
+		switch {
+		case isVolatile && (saveOnStop || snap):
+			return usagef("--volatile excludes --save-on-stop and --snap-on-start")
+		case snap && source == "":
+			return usagef("--snap-on-start needs --source VID")
+		case !snap && source != "":
+			return usagef("--source needs --snap-on-start")
+		case size == "" && !snap:
+			return usagef("--size is required (except with --snap-on-start, where it defaults to the source's size)")
+		}
+		if source != "" {
+			if _, _, err := parseVID(source); err != nil {
+				return fmt.Errorf("--source: %w", err)
+			}
+		}
+		cfg := storage.VolumeConfig{Name: r.name, Pool: r.pool, VID: r.vid, RW: rw, SnapOnStart: snap,
+			SaveOnStop: saveOnStop, Source: source, RevisionsToKeep: keep.v}
+		if size != "" {
+			if cfg.Size, err = parseSize(size); err != nil {
+				return err
+			}
+		}
+		return e.withManager(func(m *pool.Manager) error {
+			if size == "" {
+				if cfg.Size, err = sourceSize(e, m, r.pool, source); err != nil {
+					return err
+				}
+			}
+			v, err := m.CreateVolume(e.ctx, r.vm, cfg)
+			if err != nil {
+				return err
+			}
+			return e.emitVolume(r.vm, v, false)
+		})
+	}
+}
+
+// sourceSize returns the size of the volume vid of the named pool.
+func sourceSize(e *env, m *pool.Manager, poolName, vid string) (int64, error) {
+	p, err := m.Pool(poolName)
+	if err != nil {
+		return 0, err
+	}
+	src, err := p.Volume(vid)
+	if err != nil {
+		return 0, fmt.Errorf("source: %w", err)
+	}
+	return src.Size(e.ctx)
+}
+
+// volumeRef names a volume on the command line: POOL VID, and the VM and
+// volume name the vid gives.
+type volumeRef struct{ pool, vid, vm, name string }
+
+func parseRef(poolName, vid string) (volumeRef, error) {
+	vm, name, err := parseVID(vid)
+	return volumeRef{pool: poolName, vid: vid, vm: vm, name: name}, err
+}
+
+// volume looks the volume up in m; a volume of the VM with that name in
+// another pool or under another vid is not it (ErrNotFound).
+func (r volumeRef) volume(m *pool.Manager) (storage.Volume, error) {
+	if _, err := m.Pool(r.pool); err != nil {
+		return nil, err
+	}
+	v, err := m.Volume(r.vm, r.name)
+	if err == nil && (v.Config().Pool != r.pool || v.Config().VID != r.vid) {
+		err = storage.ErrNotFound
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("no volume %s in pool %s: %w", r.vid, r.pool, storage.ErrNotFound)
+	}
+	return v, err
+}
+
+// volumeFunc is what a "volume ... POOL VID [ARGS]" command does once it
+// has found its volume.
+type volumeFunc func(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error
+
+// onVolume makes the run function of a command on POOL VID: it checks the
+// vid, opens the Manager, finds the volume and calls fn.
+func onVolume(fn volumeFunc) runFunc {
+	return func(e *env, args []string) error {
+		r, err := parseRef(args[0], args[1])
+		if err != nil {
+			return err
+		}
+		return e.withManager(func(m *pool.Manager) error {
+			v, err := r.volume(m)
+			if err != nil {
+				return err
+			}
+			return fn(e, m, r, v)
+		})
+	}
+}
+
+func volumeStart(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
+	if err := errors.Join(storage.NewSet(v).Start(e.ctx), m.Save(e.ctx)); err != nil {
+		return err
+	}
+	return e.emitVolume(r.vm, v, false)
+}
+
+func volumeStop(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
+	if err := errors.Join(v.Stop(e.ctx), m.Save(e.ctx)); err != nil {
+		return err
+	}
+	return e.emitVolume(r.vm, v, false)
+}
+
+func volumeRemove(e *env, m *pool.Manager, r volumeRef, _ storage.Volume) error {
+	if err := m.RemoveVolume(e.ctx, r.vm, r.name); err != nil {
+		return err
+	}
+	return e.emit(map[string]any{"pool": r.pool, "vid": r.vid, "removed": true}, nil)
+}
+
+func volumeInfoCmd(e *env, _ *pool.Manager, r volumeRef, v storage.Volume) error {
+	return e.emitVolume(r.vm, v, true)
+}
+
+func volumeRevisions(e *env, _ *pool.Manager, _ volumeRef, v storage.Volume) error {
+	revs, err := v.Revisions(e.ctx)
+	if err != nil {
+		return err
+	}
+	docs := []revisionDoc{}
+	for _, rev := range revs {
+		docs = append(docs, revisionDoc{ID: rev.ID, Timestamp: rev.Timestamp()})
+	}
+	return e.emit(docs, func() error { return printRevisions(e.stdout, docs) })
+}
+
+func volumeRevert(e *env, args []string) error {
+	var rev string
+	if len(args) == 3 {
+		rev = args[2]
+		if err := storage.ValidateRevisionID(rev); err != nil {
+			return err
+		}
+	}
+	return onVolume(func(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
+		if err := m.RevertVolume(e.ctx, r.vm, r.name, rev); err != nil {
+			return err
+		}
+		return e.emitVolume(r.vm, v, false)
+	})(e, args)
+}
+
+func volumeResize(fs *flag.FlagSet) runFunc {
+	var force bool
+	fs.BoolVar(&force, "force", false, "allow shrinking, which loses the data beyond SIZE")
+	return func(e *env, args []string) error {
+		size, err := parseSize(args[2])
+		if err != nil {
+			return err
+		}
+		return onVolume(func(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
+			if err := m.ResizeVolume(e.ctx, r.vm, r.name, size, storage.ResizeOptions{Force: force}); err != nil {
+				return err
+			}
+			return e.emitVolume(r.vm, v, false)
+		})(e, args)
+	}
+}
+
+func volumeImport(e *env, args []string) error {
+	f, err := os.Open(args[2])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s is not a regular file", storage.ErrInvalidConfig, args[2])
+	}
+	return onVolume(func(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
+		ctx, done := e.progress("import "+r.vid, st.Size())
+		err := m.ImportData(ctx, r.vm, r.name, f, st.Size())
+		done(err == nil)
+		if err != nil {
+			return err
+		}
+		return e.emitVolume(r.vm, v, false)
+	})(e, args)
+}
+
+func vmStart(e *env, args []string) error {
+	return onVM(e, args[0], func(m *pool.Manager) error { return m.StartVM(e.ctx, args[0]) })
+}
+
+func vmStop(e *env, args []string) error {
+	return onVM(e, args[0], func(m *pool.Manager) error { return m.StopVM(e.ctx, args[0]) })
+}
+
+// onVM checks the VM's name, runs fn and prints the VM's volumes in JSON
+// mode.
+func onVM(e *env, vm string, fn func(*pool.Manager) error) error {
+	if err := storage.ValidateVMName(vm); err != nil {
+		return err
+	}
+	return e.withManager(func(m *pool.Manager) error {
+		if err := fn(m); err != nil {
+			return err
+		}
+		if !e.json {
+			return nil
+		}
+		doc, err := vmDocOf(e, m, vm)
+		if err != nil {
+			return err
+		}
+		return e.emit(doc, nil)
+	})
+}
+
+func vmList(e *env, _ []string) error {
+	return e.withManager(func(m *pool.Manager) error {
+		docs := []vmDoc{}
+		for _, vm := range m.VMs() {
+			doc, err := vmDocOf(e, m, vm)
+			if err != nil {
+				return err
+			}
+			docs = append(docs, doc)
+		}
+		return e.emit(docs, func() error { return printVMs(e.stdout, docs) })
+	})
+}
+
+// poolInfoOf describes p as admin.pool.Info does: its configuration, and
+// its size and usage when known.
+func poolInfoOf(e *env, p storage.Pool) poolDoc {
+	doc := poolDoc{Name: p.Name(), Driver: p.Driver(), Config: p.Config()}
+	if u, err := p.Usage(e.ctx); err == nil {
+		doc.Size, doc.Usage = &u.DataSize, &u.DataUsage
+	}
+	return doc
+}
+
+// vmDocOf describes VM vm: Running when any of its volumes runs.
+func vmDocOf(e *env, m *pool.Manager, vm string) (vmDoc, error) {
+	set, err := m.VMVolumes(vm)
+	if err != nil {
+		return vmDoc{}, err
+	}
+	doc := vmDoc{Name: vm, State: "Halted", Volumes: []vmVolumeDoc{}}
+	for _, v := range set.Volumes() {
+		running, err := v.IsRunning(e.ctx)
+		if err != nil {
+			return vmDoc{}, err
+		}
+		if running {
+			doc.State = "Running"
+		}
+		cfg := v.Config()
+		doc.Volumes = append(doc.Volumes, vmVolumeDoc{Name: cfg.Name, Pool: cfg.Pool, VID: cfg.VID})
+	}
+	return doc, nil
+}
+
+// sortedKeys returns the keys of m, sorted.
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

@@ -1,0 +1,258 @@
+// Command vmpoolctl manages vmpool storage pools and the volumes of VMs
+// from the shell, as Qubes' qvm-pool and qvm-volume do. Its state (the
+// pools and volume configurations, see pool.Manager) lives in --state DIR,
+// by default $VMPOOL_STATE or /var/lib/vmpool.
+//
+//	vmpoolctl pool add NAME DRIVER key=value...
+//	vmpoolctl pool list | info NAME | remove NAME | drivers
+//	vmpoolctl volume create POOL VID --size SIZE [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N]
+//	vmpoolctl volume start | stop | remove | info | revisions POOL VID
+//	vmpoolctl volume revert POOL VID [REV]
+//	vmpoolctl volume resize POOL VID SIZE [--force]
+//	vmpoolctl volume import POOL VID FILE
+//	vmpoolctl vm start | stop VM
+//	vmpoolctl vm list
+//
+// A VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME; the VM is the
+// second part, the volume's name the third. Sizes take qvm-volume's units
+// (10G = 10×1000³, 10GiB = 10×1024³). Flags may come before or after the
+// arguments; --json makes every command print one JSON document, and -v
+// logs what the pools do on stderr.
+//
+// Exit status: 0 on success, 1 when an operation failed, 2 for bad usage
+// or bad input (including input a pool refuses as invalid), in which case
+// nothing was changed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/vmpool/vmpool/pool"
+	_ "github.com/vmpool/vmpool/reflink" // registers the file-reflink driver
+	"github.com/vmpool/vmpool/storage"
+)
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// defaultStateDir is where the state lives without --state or
+// $VMPOOL_STATE.
+const defaultStateDir = "/var/lib/vmpool"
+
+// lockWait is how long a command waits for another vmpoolctl (or any
+// other holder of the state lock) to finish.
+const lockWait = 30 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// env is what a command runs with: the global flags and the outputs.
+type env struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	state          string
+	json           bool
+	verbose        bool
+}
+
+// registerGlobals defines the global flags on fs, so that they may be
+// given before the command or among its arguments.
+func (e *env) registerGlobals(fs *flag.FlagSet) {
+	fs.StringVar(&e.state, "state", e.state, "state directory ($VMPOOL_STATE, else "+defaultStateDir+")")
+	fs.BoolVar(&e.json, "json", e.json, "print one JSON document")
+	fs.BoolVar(&e.verbose, "v", e.verbose, "log the pools' operations on stderr")
+}
+
+// usageError marks an error in the command line.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// run runs vmpoolctl with args (without the program name) and returns the
+// exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, state: os.Getenv("VMPOOL_STATE")}
+	if e.state == "" {
+		e.state = defaultStateDir
+	}
+	global := flag.NewFlagSet("vmpoolctl", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	e.registerGlobals(global)
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return exitOK
+		}
+		return e.fail(usageError{err}, nil)
+	}
+	args = global.Args()
+	if len(args) == 0 || args[0] == "help" {
+		if len(args) == 0 {
+			printUsage(stderr)
+			return exitUsage
+		}
+		printUsage(stdout)
+		return exitOK
+	}
+	cmd, args, err := findCommand(args)
+	if err != nil {
+		return e.fail(err, nil)
+	}
+	fs := flag.NewFlagSet("vmpoolctl "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	e.registerGlobals(fs)
+	runCmd := cmd.setup(fs)
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandHelp(stdout, cmd, fs)
+		return exitOK
+	}
+	if err == nil {
+		err = cmd.checkArgs(pos)
+	}
+	if err != nil {
+		return e.fail(usageError{err}, cmd)
+	}
+	return e.fail(runCmd(e, pos), cmd)
+}
+
+// fail reports err (if any) on stderr, and in JSON mode as a document on
+// stdout, and returns the exit status.
+func (e *env) fail(err error, cmd *command) int {
+	if err == nil {
+		return exitOK
+	}
+	code := exitFailed
+	var ue usageError
+	if errors.As(err, &ue) || errors.Is(err, storage.ErrInvalidConfig) {
+		code = exitUsage
+	}
+	fmt.Fprintf(e.stderr, "vmpoolctl: %v\n", err)
+	if errors.As(err, &ue) && cmd != nil {
+		fmt.Fprintf(e.stderr, "usage: vmpoolctl %s %s\n", cmd.name, cmd.args)
+	}
+	if e.json {
+		writeJSON(e.stdout, errorDoc{Error: err.Error(), Kind: errorKind(err)})
+	}
+	return code
+}
+
+// errorDoc is the JSON document of a failed command.
+type errorDoc struct {
+	Error string `json:"error"`
+	// Kind names the storage sentinel the error wraps: not_found, exists,
+	// dirty, unsupported, invalid_config, reflink_unsupported, shrink,
+	// read_only, running, in_use, closed; "usage" for a bad command line,
+	// "error" for anything else.
+	Kind string `json:"kind"`
+}
+
+func errorKind(err error) string {
+	for _, k := range []struct {
+		err  error
+		name string
+	}{
+		{storage.ErrNotFound, "not_found"}, {storage.ErrExists, "exists"}, {storage.ErrDirty, "dirty"},
+		{storage.ErrUnsupported, "unsupported"}, {storage.ErrInvalidConfig, "invalid_config"},
+		{storage.ErrReflinkUnsupported, "reflink_unsupported"}, {storage.ErrShrink, "shrink"},
+		{storage.ErrReadOnly, "read_only"}, {storage.ErrRunning, "running"}, {storage.ErrInUse, "in_use"},
+		{storage.ErrClosed, "closed"},
+	} {
+		if errors.Is(err, k.err) {
+			return k.name
+		}
+	}
+	if errors.As(err, new(usageError)) {
+		return "usage"
+	}
+	return "error"
+}
+
+// logger returns the logger the pools get: a console writer on stderr with
+// -v, nothing otherwise.
+func (e *env) logger() zerolog.Logger {
+	if !e.verbose {
+		return zerolog.Nop()
+	}
+	// Pools log from their background workers too: serialise the writes.
+	w := zerolog.ConsoleWriter{Out: zerolog.SyncWriter(e.stderr), NoColor: !isTerminal(e.stderr), TimeFormat: "15:04:05.000"}
+	return zerolog.New(w).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+}
+
+// withManager opens the Manager of the state directory, runs fn and closes
+// it (waiting for the pools' background work).
+func (e *env) withManager(fn func(*pool.Manager) error) (err error) {
+	ctx, cancel := context.WithTimeout(e.ctx, lockWait)
+	m, err := pool.OpenManager(ctx, e.state, pool.ManagerOptions{Logger: e.logger()})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := m.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	return fn(m)
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: vmpoolctl [--state DIR] [--json] [-v] COMMAND [ARGS]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %s\n      %s\n", strings.TrimSpace(c.name+" "+c.args), c.help)
+	}
+	fmt.Fprintln(w, "\nA VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME. Sizes: 1000, 10G (10×1000³), 10GiB (10×1024³).")
+	fmt.Fprintln(w, "Global flags may also follow the command. \"vmpoolctl COMMAND -h\" shows a command's flags.")
+}
+
+func printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: vmpoolctl %s %s\n\n%s\n\nflags:\n", cmd.name, cmd.args, cmd.help)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// findCommand finds the command named by the first one or two words of
+// args and returns it with the remaining arguments.
+func findCommand(args []string) (*command, []string, error) {
+	var subs []string
+	for _, c := range commands {
+		group, sub, _ := strings.Cut(c.name, " ")
+		if group != args[0] {
+			continue
+		}
+		if len(args) > 1 && sub == args[1] {
+			return c, args[2:], nil
+		}
+		subs = append(subs, sub)
+	}
+	switch {
+	case len(subs) == 0:
+		return nil, nil, usagef("unknown command %q (commands: pool, volume, vm; see vmpoolctl help)", args[0])
+	case len(args) == 1:
+		return nil, nil, usagef("%s: missing subcommand (%s)", args[0], strings.Join(subs, ", "))
+	}
+	return nil, nil, usagef("%s: unknown subcommand %q (%s)", args[0], args[1], strings.Join(subs, ", "))
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vmpool/vmpool/internal/fsutil"
+)
+
+// result is what one vmpoolctl run printed and returned.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// ctl runs vmpoolctl with --state state and args, in-process.
+func ctl(t *testing.T, state string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"--state", state}, args...), &out, &errb)
+	return result{out.String(), errb.String(), code}
+}
+
+// ok runs vmpoolctl and requires it to succeed.
+func ok(t *testing.T, state string, args ...string) string {
+	t.Helper()
+	r := ctl(t, state, args...)
+	require.Equal(t, exitOK, r.code, "vmpoolctl %s: %s", strings.Join(args, " "), r.stderr)
+	return r.stdout
+}
+
+// okJSON runs vmpoolctl --json and decodes its document into v.
+func okJSON(t *testing.T, state string, v any, args ...string) {
+	t.Helper()
+	out := ok(t, state, append([]string{"--json"}, args...)...)
+	require.NoError(t, json.Unmarshal([]byte(out), v), out)
+}
+
+func TestRunUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{nil, exitUsage, "usage: vmpoolctl"},
+		{[]string{"--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
+		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
+		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, remove, drivers)"},
+		{[]string{"pool", "nope"}, exitUsage, `pool: unknown subcommand "nope"`},
+		{[]string{"pool", "info"}, exitUsage, "pool info: wrong number of arguments (0)\nusage: vmpoolctl pool info NAME"},
+		{[]string{"pool", "list", "x"}, exitUsage, "wrong number of arguments"},
+		{[]string{"pool", "add", "p"}, exitUsage, "wrong number of arguments"},
+		{[]string{"pool", "add", "p", "file-reflink", "dir_path"}, exitUsage, `pool parameter "dir_path": want key=value`},
+		{[]string{"pool", "add", "p", "file-reflink", "a=1", "a=2"}, exitUsage, "given twice"},
+		{[]string{"volume", "create", "p", "appvms/w/private", "--size", "1G", "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
+		{[]string{"volume", "create", "p", "appvms/../private", "--size", "1G"}, exitUsage, "has a .. part"},
+		{[]string{"volume", "create", "p", "/appvms/w/private", "--size", "1G"}, exitUsage, "starts with /"},
+		{[]string{"volume", "create", "p", "appvms/w/pri\x00vate", "--size", "1G"}, exitUsage, "NUL"},
+		{[]string{"volume", "create", "p", "appvms//private", "--size", "1G"}, exitUsage, "empty part"},
+		{[]string{"volume", "create", "p", "appvms/1w/private", "--size", "1G"}, exitUsage, "must start with a letter"},
+		{[]string{"volume", "create", "p", "appvms/w/private"}, exitUsage, "--size is required"},
+		{[]string{"volume", "create", "p", "appvms/w/private", "--size", "-1"}, exitUsage, "is negative"},
+		{[]string{"volume", "create", "p", "appvms/w/private", "--size", "1Q"}, exitUsage, "not a whole number"},
+		{[]string{"volume", "create", "p", "appvms/w/private", "--size", "1G", "--volatile", "--save-on-stop"}, exitUsage, "--volatile excludes"},
+		{[]string{"volume", "create", "p", "appvms/w/root", "--snap-on-start"}, exitUsage, "--snap-on-start needs --source"},
+		{[]string{"volume", "create", "p", "appvms/w/root", "--size", "1G", "--source", "vm-templates/t/root"}, exitUsage, "--source needs --snap-on-start"},
+		{[]string{"volume", "create", "p", "appvms/w/root", "--snap-on-start", "--source", "vm-templates/t/../root"}, exitUsage, "--source: invalid configuration"},
+		{[]string{"volume", "create", "p", "appvms/w/private", "--size", "1G", "--revisions-to-keep", "x"}, exitUsage, "not an integer"},
+		{[]string{"volume", "resize", "p", "appvms/w/private", "10Q"}, exitUsage, `size "10Q"`},
+		{[]string{"volume", "resize", "p", "appvms/w/private"}, exitUsage, "wrong number of arguments"},
+		{[]string{"volume", "revert", "p", "appvms/w/private", "../1"}, exitUsage, "revision id"},
+		{[]string{"volume", "info", "p", "appvms/w"}, exitUsage, "three parts"},
+		{[]string{"vm", "start", "1bad"}, exitUsage, "must start with a letter"},
+		{[]string{"vm", "stop"}, exitUsage, "wrong number of arguments"},
+		{[]string{"volume", "import", "p", "appvms/w/private", "/nonexistent"}, exitFailed, "no such file"},
+		{[]string{"volume", "import", "p", "appvms/w/private", "/"}, exitUsage, "not a regular file"},
+	} {
+		state := filepath.Join(t.TempDir(), "state")
+		r := ctl(t, state, tc.args...)
+		assert.Equal(t, tc.code, r.code, "%q: %s", tc.args, r.stderr)
+		assert.Contains(t, r.stderr, tc.msg, "%q", tc.args)
+		assert.Empty(t, r.stdout, "%q", tc.args)
+		assert.NoDirExists(t, state, "%q: bad input does not even create the state directory", tc.args)
+	}
+}
+
+func TestRunHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		r := ctl(t, t.TempDir(), args...)
+		assert.Equal(t, exitOK, r.code)
+		assert.Contains(t, r.stdout, "volume create POOL VID")
+	}
+	r := ctl(t, t.TempDir(), "volume", "resize", "-h")
+	assert.Equal(t, exitOK, r.code)
+	assert.Contains(t, r.stdout, "usage: vmpoolctl volume resize POOL VID SIZE [--force]")
+	assert.Contains(t, r.stdout, "-force")
+}
+
+func TestRunJSONErrors(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		kind, text string
+	}{
+		{[]string{"--json", "volume", "create", "p", "appvms/../x", "--size", "1G"}, exitUsage, "invalid_config", "has a .. part"},
+		{[]string{"--json", "pool", "nope"}, exitUsage, "usage", "unknown subcommand"},
+		// Global flags may follow the command and its arguments.
+		{[]string{"volume", "info", "p", "appvms/work/private", "--json"}, exitFailed, "not_found", `no pool "p"`},
+		{[]string{"pool", "remove", "p", "--json"}, exitFailed, "not_found", "remove pool p"},
+		{[]string{"vm", "start", "work", "--json"}, exitFailed, "not_found", `no VM "work"`},
+	} {
+		r := ctl(t, state, tc.args...)
+		assert.Equal(t, tc.code, r.code, "%q", tc.args)
+		var doc errorDoc
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &doc), "%q: %s", tc.args, r.stdout)
+		assert.Equal(t, tc.kind, doc.Kind, "%q", tc.args)
+		assert.Contains(t, doc.Error, tc.text, "%q", tc.args)
+		assert.Contains(t, r.stderr, tc.text, "%q: the error is on stderr too", tc.args)
+	}
+}
+
+func TestRunStateFromEnvironment(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "env-state")
+	t.Setenv("VMPOOL_STATE", state)
+	var out, errb bytes.Buffer
+	require.Equal(t, exitOK, run(context.Background(), []string{"--json", "vm", "list"}, &out, &errb), errb.String())
+	assert.JSONEq(t, `[]`, out.String())
+	assert.DirExists(t, state)
+}
+
+func TestRunPoolDrivers(t *testing.T) {
+	out := ok(t, t.TempDir(), "pool", "drivers")
+	assert.Regexp(t, `(?m)^file-reflink\n  revisions_to_keep +.*\n  dir_path \(required\) +.*\n  setup_check +.*\n  ephemeral_volatile +.*$`, out)
+	var docs []driverDoc
+	okJSON(t, t.TempDir(), &docs, "pool", "drivers")
+	require.NotEmpty(t, docs)
+	var names []string
+	for _, d := range docs {
+		if d.Driver == "file-reflink" {
+			for _, p := range d.Parameters {
+				names = append(names, p.Name)
+				assert.Equal(t, p.Name == "dir_path", p.Required, p.Name)
+			}
+		}
+	}
+	assert.Equal(t, []string{"revisions_to_keep", "dir_path", "setup_check", "ephemeral_volatile"}, names)
+}
+
+// TestRunSetupCheck adds a file-reflink pool on the test's temporary
+// directory, which is usually ext4 (no reflinks): refused with a message
+// that names setup_check, and nothing saved.
+func TestRunSetupCheck(t *testing.T) {
+	dir := t.TempDir()
+	if ok, err := fsutil.ReflinkSupported(dir); err != nil || ok {
+		t.Skipf("the temporary directory's filesystem supports reflinks (%v)", err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	r := ctl(t, state, "pool", "add", "p", "file-reflink", "dir_path="+filepath.Join(dir, "pool"))
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, "setup_check")
+	assert.NoFileExists(t, filepath.Join(state, "state.json"))
+	assert.NoDirExists(t, filepath.Join(dir, "pool"), "the pool directory it made is removed again")
+}
+
+// TestRunSparseFallback runs the commands against a file-reflink pool with
+// setup_check=no on the test's temporary directory: no root needed, copies
+// fall back to sparse copies where the filesystem has no reflinks.
+func TestRunSparseFallback(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	dir := filepath.Join(t.TempDir(), "pool")
+	ok(t, state, "pool", "add", "p", "file-reflink", "dir_path="+dir, "setup_check=no", "revisions_to_keep=2")
+	assert.Equal(t, "NAME  DRIVER\np     file-reflink\n", ok(t, state, "pool", "list"))
+	info := ok(t, state, "pool", "info", "p")
+	assert.Regexp(t, `^name=p\ndir_path=`+regexp.QuoteMeta(dir)+`\ndriver=file-reflink\nephemeral_volatile=False\nrevisions_to_keep=2\nsize=\d+\nusage=\d+\n$`, info)
+
+	ok(t, state, "volume", "create", "p", "vm-templates/fedora/root", "--size", "4MiB", "--rw", "--save-on-stop")
+	var created volumeDoc
+	okJSON(t, state, &created, "volume", "create", "p", "appvms/work/root", "--snap-on-start", "--source", "vm-templates/fedora/root", "--rw")
+	assert.EqualValues(t, 4<<20, created.Size, "a snapshot's size defaults to its source's")
+	assert.Equal(t, "work", created.VM)
+	ok(t, state, "volume", "create", "--rw", "p", "--save-on-stop", "appvms/work/private", "--size=2M", "--revisions-to-keep", "-1")
+	ok(t, state, "volume", "create", "p", "appvms/work/volatile", "--size", "1MiB", "--rw", "--volatile")
+
+	assert.Equal(t, "NAME    STATE   VOLUMES\n"+
+		"fedora  Halted  p:vm-templates/fedora/root\n"+
+		"work    Halted  p:appvms/work/private p:appvms/work/root p:appvms/work/volatile\n", ok(t, state, "vm", "list"))
+	var vm vmDoc
+	okJSON(t, state, &vm, "vm", "start", "work")
+	assert.Equal(t, "Running", vm.State)
+	assert.Len(t, vm.Volumes, 3)
+
+	assert.Equal(t, "pool=p\nvid=appvms/work/private\nsize=2000000\nusage=0\nrw=True\nsource=\npath="+dir+"/appvms/work/private-dirty.img\n"+
+		"save_on_stop=True\nsnap_on_start=False\nrevisions_to_keep=-1\nephemeral=False\nis_outdated=False\n",
+		ok(t, state, "volume", "info", "p", "appvms/work/private"))
+	r := ctl(t, state, "volume", "remove", "p", "appvms/work/volatile")
+	assert.Equal(t, exitFailed, r.code, "a running volume is not removed")
+	assert.Contains(t, r.stderr, "running")
+	r = ctl(t, state, "volume", "info", "p", "appvms/work/nope")
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, "no volume appvms/work/nope in pool p")
+	r = ctl(t, state, "volume", "info", "q", "appvms/work/private")
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, `no pool "q"`)
+
+	ok(t, state, "vm", "stop", "work")
+	ok(t, state, "volume", "start", "p", "vm-templates/fedora/root")
+	ok(t, state, "volume", "stop", "p", "vm-templates/fedora/root")
+	assert.Regexp(t, `^1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\n$`, ok(t, state, "volume", "revisions", "p", "vm-templates/fedora/root"))
+	var revs []revisionDoc
+	okJSON(t, state, &revs, "volume", "revisions", "p", "appvms/work/private")
+	assert.Empty(t, revs, "revisions_to_keep -1 keeps none")
+	assert.NotNil(t, revs, "an empty list is [], not null")
+
+	r = ctl(t, state, "pool", "remove", "p")
+	assert.Equal(t, exitFailed, r.code)
+	assert.Contains(t, r.stderr, "storage pool is in use by fedora:root, work:private, work:root, work:volatile")
+	for _, vid := range []string{"appvms/work/volatile", "appvms/work/root", "appvms/work/private", "vm-templates/fedora/root"} {
+		ok(t, state, "volume", "remove", "p", vid)
+	}
+	ok(t, state, "pool", "remove", "p")
+	assert.Equal(t, "NAME  DRIVER\n", ok(t, state, "pool", "list"))
+	data, err := os.ReadFile(filepath.Join(state, "state.json"))
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"version": 1, "pools": {}, "vms": {}}`, string(data))
+}
+
+func TestRunVerbose(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	dir := filepath.Join(t.TempDir(), "pool")
+	ok(t, state, "pool", "add", "p", "file-reflink", "dir_path="+dir, "setup_check=no")
+	r := ctl(t, state, "-v", "volume", "create", "p", "appvms/work/private", "--size", "1M", "--rw", "--save-on-stop")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "pool=p", "-v logs the pool's operations on stderr")
+	assert.Empty(t, r.stdout)
+	r = ctl(t, state, "volume", "create", "p", "appvms/work/volatile", "--size", "1M", "--rw")
+	require.Equal(t, exitOK, r.code)
+	assert.Empty(t, r.stderr, "without -v nothing is logged")
+}

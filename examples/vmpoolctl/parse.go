@@ -1,0 +1,159 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/vmpool/vmpool/storage"
+)
+
+// sizeUnits are the units qvm-volume accepts, each with an optional
+// trailing "B" (matched without regard to case, as qvm-volume does).
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KI", 1 << 10}, {"MI", 1 << 20}, {"GI", 1 << 30}, {"TI", 1 << 40},
+	{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
+	{"", 1},
+}
+
+// parseSize parses a size as qvm-volume does: decimal bytes, optionally
+// followed (spaces allowed between) by K, M, G or T (powers of 1000) or
+// Ki, Mi, Gi or Ti (powers of 1024), each with an optional B, in any case:
+// "1000", "10G", "10GiB", "512mib", "4096B". Empty, negative, fractional,
+// overflowing sizes and unknown units are errors wrapping
+// storage.ErrInvalidConfig.
+func parseSize(s string) (int64, error) {
+	bad := func(why string) (int64, error) {
+		return 0, fmt.Errorf("%w: size %q %s (examples: 1000, 10G, 10GiB, 512MiB)", storage.ErrInvalidConfig, s, why)
+	}
+	u := strings.ToUpper(strings.TrimSpace(s))
+	u = strings.TrimSuffix(u, "B")
+	var mult int64
+	for _, unit := range sizeUnits {
+		if strings.HasSuffix(u, unit.suffix) {
+			u, mult = strings.TrimSpace(strings.TrimSuffix(u, unit.suffix)), unit.mult
+			break
+		}
+	}
+	switch {
+	case u == "":
+		return bad("has no number")
+	case strings.HasPrefix(u, "-"):
+		return bad("is negative")
+	case strings.TrimLeft(u, "0123456789") != "":
+		return bad("is not a whole number with a unit of K, M, G, T, Ki, Mi, Gi, Ti")
+	}
+	n, err := strconv.ParseInt(u, 10, 64)
+	if err != nil || n > math.MaxInt64/mult {
+		return bad("is too large")
+	}
+	return n * mult, nil
+}
+
+// vidPrefixes are the first parts of a file-reflink vid, as Qubes'
+// dir_path_prefix of AppVMs and TemplateVMs.
+var vidPrefixes = []string{"appvms", "vm-templates"}
+
+// parseVID splits a vid "appvms/VM/VOLUME" or "vm-templates/VM/VOLUME" into
+// the VM's name and the volume's, checked with storage.ValidateVMName and
+// storage.ValidateVolumeName. Errors wrap storage.ErrInvalidConfig.
+func parseVID(vid string) (vm, volume string, err error) {
+	bad := func(why string) (string, string, error) {
+		return "", "", fmt.Errorf("%w: vid %q %s; want appvms/VM/VOLUME or vm-templates/VM/VOLUME", storage.ErrInvalidConfig, vid, why)
+	}
+	if vid == "" {
+		return bad("is empty")
+	}
+	if strings.ContainsRune(vid, 0) {
+		return bad("contains a NUL byte")
+	}
+	if strings.HasPrefix(vid, "/") {
+		return bad("starts with /")
+	}
+	parts := strings.Split(vid, "/")
+	for _, p := range parts {
+		switch p {
+		case "":
+			return bad("has an empty part")
+		case ".", "..":
+			return bad("has a " + p + " part")
+		}
+	}
+	if len(parts) != 3 {
+		return bad("does not have three parts")
+	}
+	if parts[0] != vidPrefixes[0] && parts[0] != vidPrefixes[1] {
+		return bad("does not start with appvms/ or vm-templates/")
+	}
+	if err := storage.ValidateVMName(parts[1]); err != nil {
+		return "", "", fmt.Errorf("vid %q: %w", vid, err)
+	}
+	if err := storage.ValidateVolumeName(parts[2]); err != nil {
+		return "", "", fmt.Errorf("vid %q: %w", vid, err)
+	}
+	return parts[1], parts[2], nil
+}
+
+// parseParams parses pool parameters given as key=value arguments. A
+// missing "=", an empty key or a key given twice is an error wrapping
+// storage.ErrInvalidConfig (the Admin API's checks).
+func parseParams(args []string) (map[string]string, error) {
+	params := make(map[string]string, len(args))
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%w: pool parameter %q: want key=value", storage.ErrInvalidConfig, a)
+		}
+		if _, dup := params[k]; dup {
+			return nil, fmt.Errorf("%w: pool parameter %s given twice", storage.ErrInvalidConfig, k)
+		}
+		params[k] = v
+	}
+	return params, nil
+}
+
+// parseInterleaved parses fs's flags wherever they appear among args and
+// returns the positional arguments in order: "volume create p vid --size
+// 1G" and "volume create --size 1G p vid" mean the same. Everything after
+// "--" is positional.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+// optionalInt is an int flag that remembers whether it was set.
+type optionalInt struct{ v *int }
+
+func (o *optionalInt) String() string {
+	if o == nil || o.v == nil {
+		return ""
+	}
+	return strconv.Itoa(*o.v)
+}
+
+func (o *optionalInt) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	o.v = &n
+	return nil
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vmpool/vmpool/storage"
+)
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"0", 0},
+		{"1000", 1000},
+		{"1000B", 1000},
+		{"007", 7},
+		{"10K", 10_000},
+		{"10KB", 10_000},
+		{"10Ki", 10 << 10},
+		{"10KiB", 10 << 10},
+		{"512MiB", 512 << 20},
+		{"512M", 512_000_000},
+		{"10G", 10_000_000_000},
+		{"10GiB", 10 << 30},
+		{"10gib", 10 << 30},
+		{"10 GiB", 10 << 30},
+		{" 2T ", 2_000_000_000_000},
+		{"2TiB", 2 << 40},
+		{"9223372036854775807", 1<<63 - 1},
+		{"8388607Ti", 8388607 << 40},
+	} {
+		got, err := parseSize(tc.in)
+		if assert.NoError(t, err, "%q", tc.in) {
+			assert.Equal(t, tc.want, got, "%q", tc.in)
+		}
+	}
+	for _, in := range []string{
+		"", " ", "B", "G", "GiB", "-1", "-1G", "+1", "1.5G", "1e3", "0x10", "10X", "10GG", "10BB", "10iB",
+		"10 G B", "1_000", "G10", "9223372036854775808", "8388608Ti", "9999999999999999999999G", "١٢", "10\x00",
+	} {
+		_, err := parseSize(in)
+		assert.ErrorIs(t, err, storage.ErrInvalidConfig, "%q", in)
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"1000", "10G", "10GiB", "512MiB", "-1", "", "8388608Ti", "1 kb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseSize(s)
+		if err != nil {
+			require.ErrorIs(t, err, storage.ErrInvalidConfig)
+			require.Zero(t, n)
+			return
+		}
+		require.GreaterOrEqual(t, n, int64(0))
+		back, err := parseSize(strconv.FormatInt(n, 10))
+		require.NoError(t, err, "a parsed size prints as bytes that parse again")
+		require.Equal(t, n, back)
+	})
+}
+
+func TestParseVID(t *testing.T) {
+	for _, tc := range []struct{ vid, vm, volume string }{
+		{"appvms/work/private", "work", "private"},
+		{"vm-templates/fedora-42.xfce/root", "fedora-42.xfce", "root"},
+		{"appvms/sys_net/volatile", "sys_net", "volatile"},
+	} {
+		vm, volume, err := parseVID(tc.vid)
+		require.NoError(t, err, tc.vid)
+		assert.Equal(t, []string{tc.vm, tc.volume}, []string{vm, volume})
+	}
+	for vid, msg := range map[string]string{
+		"":                           "is empty",
+		"/appvms/work/private":       "starts with /",
+		"appvms/../private":          "has a .. part",
+		"appvms/work/..":             "has a .. part",
+		"appvms/./private":           "has a . part",
+		"appvms//private":            "has an empty part",
+		"appvms/work/private/":       "has an empty part",
+		"appvms/work/pri\x00vate":    "NUL",
+		"appvms/work":                "three parts",
+		"appvms/work/private/x":      "three parts",
+		"template-vms/work/private":  "does not start with appvms/ or vm-templates/",
+		"appvms/1work/private":       "must start with a letter",
+		"appvms/dom0-dm/private":     "cannot end with -dm",
+		"appvms/default/private":     "is reserved",
+		"appvms/work/private-dirty":  "volume name",
+		"appvms/work/private.img":    "volume name",
+		"appvms/wörk/private":        "illegal characters",
+		"appvms/" + long + "/root":   "shorter than 32",
+		"appvms\\work\\private":      "three parts",
+		"appvms/work/private\n":      "volume name",
+		"appvms/work /private":       "illegal characters",
+		"appvms/Domain-0/private":    "is reserved",
+		"vm-templates/none/root":     "is reserved",
+		"appvms/work/root:rw":        "volume name",
+		"appvms/work/2nd":            "volume name",
+		"appvms/work/" + long + "xx": "volume name",
+	} {
+		_, _, err := parseVID(vid)
+		require.ErrorIs(t, err, storage.ErrInvalidConfig, "%q", vid)
+		assert.Contains(t, err.Error(), msg, "%q", vid)
+	}
+}
+
+const long = "abcdefghijklmnopqrstuvwxyzabcdef" // 32 characters
+
+func FuzzParseVID(f *testing.F) {
+	for _, s := range []string{"appvms/work/private", "vm-templates/t/root", "/x", "appvms/../x", "a//b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, vid string) {
+		vm, volume, err := parseVID(vid)
+		if err != nil {
+			require.ErrorIs(t, err, storage.ErrInvalidConfig)
+			return
+		}
+		require.NoError(t, storage.ValidateVMName(vm))
+		require.NoError(t, storage.ValidateVolumeName(volume))
+		require.Contains(t, []string{"appvms/" + vm + "/" + volume, "vm-templates/" + vm + "/" + volume}, vid)
+	})
+}
+
+func TestParseParams(t *testing.T) {
+	got, err := parseParams([]string{"dir_path=/var/lib/x", "setup_check=no", "empty=", "eq=a=b"})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"dir_path": "/var/lib/x", "setup_check": "no", "empty": "", "eq": "a=b"}, got)
+	for _, args := range [][]string{{"novalue"}, {"=x"}, {"a=1", "a=2"}} {
+		_, err := parseParams(args)
+		assert.ErrorIs(t, err, storage.ErrInvalidConfig, "%q", args)
+	}
+}
+
+func TestParseInterleaved(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		pos   []string
+		size  string
+		force bool
+	}{
+		{[]string{"p", "vid", "--size", "1G"}, []string{"p", "vid"}, "1G", false},
+		{[]string{"--size=1G", "p", "--force", "vid"}, []string{"p", "vid"}, "1G", true},
+		{[]string{"p", "-force", "vid", "-size", "-1"}, []string{"p", "vid"}, "-1", true},
+		{[]string{"p", "--", "--force", "vid"}, []string{"p", "--force", "vid"}, "", false},
+		{[]string{"--force", "--", "-x"}, []string{"-x"}, "", true},
+		{[]string{"p", "-", "vid"}, []string{"p", "-", "vid"}, "", false},
+		{nil, nil, "", false},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		size := fs.String("size", "", "")
+		force := fs.Bool("force", false, "")
+		pos, err := parseInterleaved(fs, tc.args)
+		require.NoError(t, err, "%q", tc.args)
+		assert.Equal(t, tc.pos, pos, "%q", tc.args)
+		assert.Equal(t, tc.size, *size, "%q", tc.args)
+		assert.Equal(t, tc.force, *force, "%q", tc.args)
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	_, err := parseInterleaved(fs, []string{"p", "--nope"})
+	assert.ErrorContains(t, err, "flag provided but not defined: -nope")
+}
