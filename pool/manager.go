@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"maps"
 	"os"
 	"path/filepath"
@@ -111,8 +112,7 @@ func makeStateDir(dir string) error {
 
 // load reads the state file, opens its pools and registers its volumes.
 func (m *Manager) load(ctx context.Context) error {
-	path := filepath.Join(m.dir, StateFile)
-	st, err := readState(path)
+	st, data, err := readState(filepath.Join(m.dir, StateFile))
 	if err != nil {
 		return err
 	}
@@ -169,9 +169,7 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 		todo = later
 	}
-	if data, err := os.ReadFile(path); err == nil {
-		m.written = data
-	}
+	m.written = data
 	return nil
 }
 
@@ -197,6 +195,20 @@ func (m *Manager) initVolume(vm string, cfg storage.VolumeConfig) error {
 	}
 	m.addVolume(vm, v)
 	return nil
+}
+
+// allVolumes yields every volume with its VM's name, sorted by VM and
+// volume name; the caller holds mu.
+func (m *Manager) allVolumes() iter.Seq2[string, storage.Volume] {
+	return func(yield func(string, storage.Volume) bool) {
+		for _, vm := range slices.Sorted(maps.Keys(m.vms)) {
+			for _, name := range slices.Sorted(maps.Keys(m.vms[vm])) {
+				if !yield(vm, m.vms[vm][name]) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func (m *Manager) addVolume(vm string, v storage.Volume) {
@@ -362,11 +374,9 @@ func (m *Manager) RemovePool(ctx context.Context, name string) error {
 		return fmt.Errorf("remove pool %s: no pool %q: %w", name, name, storage.ErrNotFound)
 	}
 	var users []string
-	for _, vm := range slices.Sorted(maps.Keys(m.vms)) {
-		for _, vname := range slices.Sorted(maps.Keys(m.vms[vm])) {
-			if m.vms[vm][vname].Config().Pool == name {
-				users = append(users, vm+":"+vname)
-			}
+	for vm, v := range m.allVolumes() {
+		if cfg := v.Config(); cfg.Pool == name {
+			users = append(users, vm+":"+cfg.Name)
 		}
 	}
 	if len(users) > 0 {
@@ -433,6 +443,9 @@ func (m *Manager) CreateVolume(ctx context.Context, vm string, cfg storage.Volum
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
+	if cfg.Pool == "" {
+		return fail(fmt.Errorf("%w: the volume configuration names no pool", storage.ErrInvalidConfig))
+	}
 	p, ok := m.pools[cfg.Pool]
 	if !ok {
 		return fail(fmt.Errorf("no pool %q: %w", cfg.Pool, storage.ErrNotFound))
@@ -493,11 +506,9 @@ func (m *Manager) RemoveVolume(ctx context.Context, vm, name string) error {
 		return fail(storage.ErrRunning)
 	}
 	cfg := v.Config()
-	for _, ovm := range slices.Sorted(maps.Keys(m.vms)) {
-		for _, oname := range slices.Sorted(maps.Keys(m.vms[ovm])) {
-			if o := m.vms[ovm][oname].Config(); o.Pool == cfg.Pool && o.Source == cfg.VID {
-				return fail(fmt.Errorf("it is the source of volume %s of VM %s: %w", oname, ovm, storage.ErrInUse))
-			}
+	for ovm, o := range m.allVolumes() {
+		if ocfg := o.Config(); ocfg.Pool == cfg.Pool && ocfg.Source == cfg.VID {
+			return fail(fmt.Errorf("it is the source of volume %s of VM %s: %w", ocfg.Name, ovm, storage.ErrInUse))
 		}
 	}
 	if err := v.Remove(ctx); err != nil {
@@ -577,7 +588,8 @@ func (m *Manager) StopVM(ctx context.Context, vm string) error {
 	return m.withVM(vm, "stop", func(set *storage.Set) error { return set.Stop(ctx) })
 }
 
-// withVM runs fn on the volumes of vm, then saves.
+// withVM runs fn on the volumes of vm, then saves, even when fn failed
+// half-way (a volume that stopped may have changed).
 func (m *Manager) withVM(vm, op string, fn func(*storage.Set) error) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -586,10 +598,7 @@ func (m *Manager) withVM(vm, op string, fn func(*storage.Set) error) error {
 	}
 	set, err := m.vmVolumes(vm)
 	if err == nil {
-		err = fn(set)
-	}
-	if err == nil {
-		err = m.save()
+		err = errors.Join(fn(set), m.save())
 	}
 	if err != nil {
 		return fmt.Errorf("%s VM %s: %w", op, vm, err)

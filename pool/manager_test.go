@@ -312,6 +312,7 @@ func TestManagerCreateVolumeErrors(t *testing.T) {
 		"negative size":    {"work", with(func(c *storage.VolumeConfig) { c.Size = -1 }), storage.ErrInvalidConfig},
 		"no source":        {"work", with(func(c *storage.VolumeConfig) { c.SnapOnStart = true }), storage.ErrInvalidConfig},
 		"unknown pool":     {"work", with(func(c *storage.VolumeConfig) { c.Pool = "q" }), storage.ErrNotFound},
+		"no pool":          {"work", with(func(c *storage.VolumeConfig) { c.Pool = "" }), storage.ErrInvalidConfig},
 		"name taken":       {"work", with(func(c *storage.VolumeConfig) { c.Name = "private" }), storage.ErrExists},
 		"vid taken":        {"other", with(func(c *storage.VolumeConfig) { c.VID = private.VID }), storage.ErrExists},
 		"missing source": {"work", with(func(c *storage.VolumeConfig) {

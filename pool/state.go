@@ -48,28 +48,29 @@ type vmState struct {
 	Volumes map[string]storage.VolumeConfig `json:"volumes"`
 }
 
-// readState reads the state file at path. A missing file is an empty state.
-// Malformed JSON, unknown fields and versions other than stateVersion are
-// errors wrapping storage.ErrInvalidConfig.
-func readState(path string) (*state, error) {
+// readState reads the state file at path and returns it with the file's
+// bytes. A missing file is an empty state (and no bytes). Malformed JSON,
+// unknown fields and versions other than stateVersion are errors wrapping
+// storage.ErrInvalidConfig.
+func readState(path string) (*state, []byte, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &state{Version: stateVersion}, nil
+		return &state{Version: stateVersion}, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
+		return nil, nil, fmt.Errorf("read state: %w", err)
 	}
 	var probe struct {
 		Version *int `json:"version"`
 	}
 	if err := json.Unmarshal(data, &probe); err != nil {
-		return nil, fmt.Errorf("%w: state file %s is not valid JSON: %v", storage.ErrInvalidConfig, path, err)
+		return nil, nil, fmt.Errorf("%w: state file %s is not valid JSON: %v", storage.ErrInvalidConfig, path, err)
 	}
 	switch {
 	case probe.Version == nil:
-		return nil, fmt.Errorf("%w: state file %s has no version field", storage.ErrInvalidConfig, path)
+		return nil, nil, fmt.Errorf("%w: state file %s has no version field", storage.ErrInvalidConfig, path)
 	case *probe.Version != stateVersion:
-		return nil, fmt.Errorf("%w: state file %s has version %d; this vmpool reads version %d only",
+		return nil, nil, fmt.Errorf("%w: state file %s has version %d; this vmpool reads version %d only",
 			storage.ErrInvalidConfig, path, *probe.Version, stateVersion)
 	}
 	var st state
@@ -77,9 +78,9 @@ func readState(path string) (*state, error) {
 	// An unknown field would be lost by the next save: refuse it.
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
-		return nil, fmt.Errorf("%w: state file %s: %v", storage.ErrInvalidConfig, path, err)
+		return nil, nil, fmt.Errorf("%w: state file %s: %v", storage.ErrInvalidConfig, path, err)
 	}
-	return &st, nil
+	return &st, data, nil
 }
 
 // encode returns the state file's bytes: indented JSON, keys sorted (Go
