@@ -49,14 +49,27 @@ func (m *Manager) Attach(ctx context.Context, frontend string, a Assignment) err
 	}
 
 	ev := Event{Kind: EventPreAttach, Class: class, Frontend: frontend, Device: dev.Virtual(), Options: copyMap(a.Options)}
+	return wrapErr(m.around(ctx, ev, EventAttach, func() error {
+		return b.Attach(ctx, frontend, dev, copyMap(a.Options))
+	}), wrap)
+}
+
+// around fires the pre-event ev, runs change unless a hook vetoed it, then
+// fires ev again as the post-event of kind post.
+func (m *Manager) around(ctx context.Context, ev Event, post EventKind, change func() error) error {
 	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
+		return err
 	}
-	if err := b.Attach(ctx, frontend, dev, copyMap(a.Options)); err != nil {
-		return wrap(err)
+	if err := change(); err != nil {
+		return err
 	}
-	ev.Kind = EventAttach
-	if err := m.fire(ctx, ev); err != nil {
+	ev.Kind = post
+	return m.fire(ctx, ev)
+}
+
+// wrapErr applies wrap to a non-nil err.
+func wrapErr(err error, wrap func(error) error) error {
+	if err != nil {
 		return wrap(err)
 	}
 	return nil
@@ -127,17 +140,9 @@ func (m *Manager) Detach(ctx context.Context, frontend string, port Port) error 
 		}
 	}
 	ev := Event{Kind: EventPreDetach, Class: class, Frontend: frontend, Device: dev}
-	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
-	}
-	if err := b.Detach(ctx, frontend, dev.Port); err != nil {
-		return wrap(err)
-	}
-	ev.Kind = EventDetach
-	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
-	}
-	return nil
+	return wrapErr(m.around(ctx, ev, EventDetach, func() error {
+		return b.Detach(ctx, frontend, dev.Port)
+	}), wrap)
 }
 
 // Assign records a persistent assignment for frontend (halted or
@@ -175,17 +180,12 @@ func (m *Manager) Assign(ctx context.Context, frontend string, a Assignment) err
 	}
 	a.Frontend, a.Options, a.Mode = frontend, copyMap(a.Options), a.mode()
 	ev := Event{Kind: EventPreAssign, Class: class, Frontend: frontend, Device: a.Device, Options: copyMap(a.Options), Mode: a.Mode}
-	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
-	}
-	m.mu.Lock()
-	m.assigned[frontend] = append(m.assigned[frontend], a)
-	m.mu.Unlock()
-	ev.Kind = EventAssign
-	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
-	}
-	return nil
+	return wrapErr(m.around(ctx, ev, EventAssign, func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.assigned[frontend] = append(m.assigned[frontend], a)
+		return nil
+	}), wrap)
 }
 
 // Unassign removes frontend's assignment of dev (same port and device
@@ -199,10 +199,7 @@ func (m *Manager) Unassign(ctx context.Context, frontend string, dev VirtualDevi
 		return wrap(ErrNotAssigned)
 	}
 	ev := Event{Kind: EventUnassign, Class: dev.Port.DevClass(), Frontend: frontend, Device: old.Device, Mode: old.Mode}
-	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
-	}
-	return nil
+	return wrapErr(m.fire(ctx, ev), wrap)
 }
 
 // SetMode changes the mode of frontend's assignment of dev, keeping its
@@ -231,15 +228,10 @@ func (m *Manager) SetMode(ctx context.Context, frontend string, dev VirtualDevic
 	next := cur
 	next.Mode = mode
 	ev := Event{Kind: EventPreAssign, Class: dev.Port.DevClass(), Frontend: frontend, Device: cur.Device, Options: copyMap(cur.Options), Mode: mode}
-	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
-	}
-	m.replace(frontend, dev, &next)
-	ev.Kind = EventAssignmentChanged
-	if err := m.fire(ctx, ev); err != nil {
-		return wrap(err)
-	}
-	return nil
+	return wrapErr(m.around(ctx, ev, EventAssignmentChanged, func() error {
+		m.replace(frontend, dev, &next)
+		return nil
+	}), wrap)
 }
 
 // replace swaps frontend's assignment of dev for next (nil removes it) and

@@ -171,11 +171,7 @@ func ParseDevice(untrusted []byte, backend, class string) (Device, error) {
 }
 
 func parseDevice(untrusted []byte, expected VirtualDevice) (Device, error) {
-	props, opts, err := unpackProperties(untrusted)
-	if err != nil {
-		return Device{}, err
-	}
-	v, err := checkIdentity(expected, props)
+	v, props, opts, err := unpackFor(untrusted, expected)
 	if err != nil {
 		return Device{}, err
 	}
@@ -219,11 +215,7 @@ func parseDevice(untrusted []byte, expected VirtualDevice) (Device, error) {
 // contradicting expected, an unknown mode or an unknown property is
 // ErrProtocol. The frontend is returned by name; the Manager checks it.
 func ParseAssignment(untrusted []byte, expected VirtualDevice) (Assignment, error) {
-	props, opts, err := unpackProperties(untrusted)
-	if err != nil {
-		return Assignment{}, err
-	}
-	v, err := checkIdentity(expected, props)
+	v, props, opts, err := unpackFor(untrusted, expected)
 	if err != nil {
 		return Assignment{}, err
 	}
@@ -241,6 +233,16 @@ func ParseAssignment(untrusted []byte, expected VirtualDevice) (Assignment, erro
 		}
 	}
 	return a, nil
+}
+
+// unpackFor unpacks a serialisation of the device expected and checks its
+// identity properties (see checkIdentity); props holds the rest.
+func unpackFor(untrusted []byte, expected VirtualDevice) (v VirtualDevice, props, extra map[string]string, err error) {
+	if props, extra, err = unpackProperties(untrusted); err != nil {
+		return v, nil, nil, err
+	}
+	v, err = checkIdentity(expected, props)
+	return v, props, extra, err
 }
 
 // checkIdentity compares the identity properties of a serialisation with

@@ -91,19 +91,20 @@ func R3Entries(vm VM, info R3Info) map[string]string {
 	if v, _ := CheckWithTemplate(vm, "anon-timezone"); info.Timezone != "" && v == "" {
 		e["/qubes-timezone"] = info.Timezone
 	}
+	// the netvm side is under /qubes-netvm-, the uplink side under /qubes-
+	network := func(prefix string, n *R3Network) {
+		e[prefix+"gateway"] = n.Gateway
+		e[prefix+"netmask"] = n.Netmask
+		e[prefix+"primary-dns"] = n.DNS[0]
+		e[prefix+"secondary-dns"] = n.DNS[1]
+	}
 	if n := info.Network; n != nil {
-		e["/qubes-netvm-network"] = n.Gateway
-		e["/qubes-netvm-gateway"] = n.Gateway
-		e["/qubes-netvm-netmask"] = n.Netmask
-		e["/qubes-netvm-primary-dns"] = n.DNS[0]
-		e["/qubes-netvm-secondary-dns"] = n.DNS[1]
+		network("/qubes-netvm-", n)
+		e["/qubes-netvm-network"] = n.Gateway // only checked for being non-empty
 	}
 	if n := info.Uplink; n != nil {
+		network("/qubes-", n)
 		e["/qubes-ip"] = n.IP
-		e["/qubes-netmask"] = n.Netmask
-		e["/qubes-gateway"] = n.Gateway
-		e["/qubes-primary-dns"] = n.DNS[0]
-		e["/qubes-secondary-dns"] = n.DNS[1]
 	}
 	if f := vm.Features(); f != nil {
 		for _, s := range r3Services {
