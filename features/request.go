@@ -39,7 +39,10 @@ type Result struct {
 
 // requestSafe is the set of characters a qubes.FeaturesRequest value may
 // contain; notifySafe the stricter set of qubes.NotifyTools.
-const requestSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.,_= "
+const (
+	notifySafe  = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	requestSafe = notifySafe + "-.,_= "
+)
 
 // notifyToolsKeys are the only keys qubes.NotifyTools reads.
 var notifyToolsKeys = []string{"qrexec", "gui", "gui-emulated", "default-user", "os"}
@@ -77,7 +80,7 @@ func ParseNotifyTools(untrusted map[string][]byte) (map[string]string, error) {
 		if len(raw) == 0 {
 			continue
 		}
-		v, err := checkRequestValue(key, raw, requestSafe[:62])
+		v, err := checkRequestValue(key, raw, notifySafe)
 		if err != nil {
 			return nil, err
 		}
@@ -228,6 +231,8 @@ func applyRules(f *Features, rules []rule, req map[string]string, res *Result) e
 			continue
 		}
 		if !r.valid(raw) {
+			// "0" for a flag that can only be enabled is not an error,
+			// just without effect
 			if r.policy != onlyEnable || raw != "0" {
 				res.Rejected = append(res.Rejected, r.key)
 			}
