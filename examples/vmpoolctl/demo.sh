@@ -23,7 +23,7 @@ trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ vmpoolctl %s\n' "$*"; "$ctl" --state "$state" "$@"; }
-tree() { (cd "$mnt/pool" && find . -path ./lost+found -prune -o -type f -printf '%P  %s bytes\n' | sort); }
+tree() { (cd "$mnt/pool" && find . -path ./lost+found -prune -o -type f -printf '%P  %s bytes, %k KiB allocated\n' | sort); }
 # put writes a line at the start of a running volume's image, as its VM would.
 put() { printf '%-64s\n' "$2" | dd of="$mnt/pool/$1-dirty.img" conv=notrunc status=none; }
 # get reads that line back from a file of the pool.
