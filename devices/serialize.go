@@ -12,7 +12,9 @@ import (
 // quote inside a value written as \', keys starting with '_' carrying
 // options (of an assignment) or bus-specific data (of a device). Keys use
 // printable ASCII without space, quotes, '=' and '`'; values any printable
-// ASCII.
+// ASCII, except that a value cannot end with '=' (the "='" that would
+// follow is the separator; Qubes' serialiser produces it and its parser
+// then misreads the line).
 
 // keyPunct is the punctuation allowed in a property name.
 const keyPunct = `!#$%&()*+,-./:;<>?@[\]^_{|}~`
@@ -61,6 +63,11 @@ func (w *writer) prop(key, value string) {
 			w.err = fmt.Errorf("%w: invalid chars in value of property %s", ErrProtocol, key)
 			return
 		}
+	}
+	if strings.HasSuffix(value, "=") {
+		// "='" is the separator: Qubes' parser (and ours) would split there
+		w.err = fmt.Errorf("%w: value of property %s ends with '='", ErrProtocol, key)
+		return
 	}
 	if w.b.Len() > 0 {
 		w.b.WriteByte(' ')
@@ -281,15 +288,15 @@ func checkIdentity(expected VirtualDevice, props map[string]string) (VirtualDevi
 	return got, nil
 }
 
-// validDeviceID reports whether a device id read from the head of a line
-// is printable ASCII without space or quote.
+// validDeviceID reports whether a device id is printable ASCII without
+// space or quote, and can be serialised (does not end with '=').
 func validDeviceID(id string) bool {
 	for i := 0; i < len(id); i++ {
 		if !isValueChar(id[i]) || id[i] == ' ' || id[i] == '\'' {
 			return false
 		}
 	}
-	return id != ""
+	return id != "" && !strings.HasSuffix(id, "=")
 }
 
 // unpackProperties splits a serialisation into properties and the

@@ -64,6 +64,8 @@ func TestDeviceInfo(t *testing.T) {
 		assert.ErrorIs(t, err, ErrProtocol)
 		_, err = StaticDevice(port, "", Properties{Vendor: "ünicode"}).Serialize()
 		assert.ErrorIs(t, err, ErrProtocol)
+		_, err = StaticDevice(port, "", Properties{Serial: "c2VyaWFs="}).Serialize()
+		assert.ErrorIs(t, err, ErrProtocol, "a value ending with '=' would be misread")
 	})
 	t.Run("020_deserialize", func(t *testing.T) {
 		in := "1-1.1.1 " +
