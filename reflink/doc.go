@@ -33,22 +33,31 @@
 // or stop path clones when a link or a rename does the same job:
 //
 //   - Start renames the ready precache into the dirty image (as Qubes does);
-//     if the precache is still being made in the background, Start waits for
-//     it rather than making a second clone.
+//     if the background worker is making it right now, Start waits for it
+//     rather than making a second clone; if it is only queued, Start clones
+//     the clean image itself, as Qubes does without a precache.
 //   - Stop keeps the old clean image as a revision by hard-linking it (Qubes
 //     clones it) and renames the dirty image over the clean one. This is
 //     safe because a clean image is never written in place: every change,
 //     the resize of a stopped volume included, makes a new inode. A
 //     consequence: after a revert to a revision whose inode a running
 //     snapshot still uses, that snapshot is not outdated (its data is the
-//     same), where Qubes would say it is.
+//     same), where Qubes would say it is. Another: Qubes' revisions are
+//     copies whose mtime is the time of the copy, so after a revert Qubes
+//     names the next revision after that time; vmpool names it after the
+//     last write of the data, the intent of Qubes' d9be5402.
 //   - Pruning old revisions and cloning the next precache happen after the
 //     commit is durable, in a pool-level background worker that Close and
 //     Flush wait for. Pruned revisions are first renamed to "~" names, so
 //     Revisions is right at once; the worker deletes them. Neither job is
 //     needed for correctness: Start clones when the precache is missing or
 //     stale, and "~" files left by a crash are deleted by the worker of the
-//     next Open.
+//     next Open (every "~" file in the tree: the pool is locked, and Qubes'
+//     driver must not run on the same pool at the same time). InitVolume
+//     queues the precache of an origin that has none, so the first Open
+//     after a crash or after Qubes' driver finishes that work too.
+//   - A commit repeated after a crash between its hard link and its rename
+//     adds no second revision of the same image (Qubes would add a copy).
 //   - Shrinking needs ResizeOptions.Force (storage.ErrShrink otherwise).
 //   - Revisions with the seed-era names (private.img@<timestamp>Z) are
 //     listed (oldest first, before numbered ones), count towards

@@ -64,6 +64,9 @@ func (v *volume) unlock() { <-v.sem }
 // do runs fn as operation op under the pool's in-flight count and the
 // volume's lock, and wraps its error.
 func (v *volume) do(ctx context.Context, op string, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return v.wrap(op, err)
+	}
 	if err := v.p.begin(); err != nil {
 		return v.wrap(op, err)
 	}
@@ -380,12 +383,10 @@ func (v *volume) startOrigin(ctx context.Context) error {
 		}
 		return err
 	}
-	if v.pre != nil {
-		// The clone for this start is queued or running: run it here or
-		// wait for it, rather than cloning a second time.
-		v.pre.run(ctx)
-		v.pre = nil
-	}
+	// A precache clone still queued is not needed any more: this start
+	// clones the clean image itself, as Qubes does when the precache is
+	// missing (one clone either way). One the worker finished is used.
+	v.cancelPrecache()
 	if pst, err := os.Stat(v.precache); err == nil {
 		if samePrecache(st, pst) {
 			return v.p.rename(v.precache, v.dirty)
@@ -538,9 +539,11 @@ func (v *volume) IsDirty(ctx context.Context) (bool, error) {
 
 // IsOutdated reports whether a running snapshot's clean image (a hard
 // link to its source's clean image at start) is no longer the source's
-// clean image.
+// clean image. A stopped volume is never outdated (Qubes' Storage reports
+// no outdated volumes for a halted VM; its volume method alone would call
+// a stopped snapshot-then-commit volume outdated).
 func (v *volume) IsOutdated(ctx context.Context) (bool, error) {
-	if !v.cfg.SnapOnStart {
+	if !v.cfg.SnapOnStart || !exists(v.dirty) {
 		return false, nil
 	}
 	src, err1 := os.Stat(v.sourceClean())

@@ -36,22 +36,11 @@ type worker struct {
 type backgroundKey struct{}
 
 // precacheJob prepares the precache of one volume. It runs at most once,
-// under the volume's lock, either in the worker or in a Start that cannot
-// wait for the worker.
+// in the worker, under the volume's lock; an operation that makes it
+// useless cancels it.
 type precacheJob struct {
 	v         *volume
-	once      sync.Once
 	cancelled atomic.Bool
-}
-
-// run makes the precache unless the job was cancelled. The caller holds
-// the volume's lock.
-func (j *precacheJob) run(ctx context.Context) {
-	j.once.Do(func() {
-		if !j.cancelled.Load() {
-			j.v.makePrecache(ctx)
-		}
-	})
 }
 
 func newWorker(p *Pool) *worker {
@@ -137,7 +126,9 @@ func (w *worker) runJob(j *precacheJob) {
 		return
 	}
 	defer j.v.unlock()
-	j.run(ctx)
+	if !j.cancelled.Load() {
+		j.v.makePrecache(ctx)
+	}
 }
 
 func (w *worker) removeNow(path string) {

@@ -82,7 +82,7 @@ func Remove(path string) (removed bool, err error) {
 // parent. An existing directory is not an error; created tells whether it
 // was made.
 func Mkdir(path string) (created bool, err error) {
-	if err := os.Mkdir(path, 0o755); err != nil {
+	if err := os.Mkdir(path, 0o777); err != nil { // the umask decides, as for Qubes
 		if errors.Is(err, fs.ErrExist) {
 			if st, serr := os.Stat(path); serr == nil && st.IsDir() {
 				return false, nil
