@@ -23,7 +23,11 @@
 // whether revert keeps the replaced state as a revision). It never looks at
 // a driver's files either: data is checked through a running volume's
 // device and through Export, state through the Volume methods. Tests of a
-// driver's on-disk layout belong to the driver.
+// driver's on-disk layout belong to the driver. A crash is simulated with
+// Config.Reopen: the pool is closed with its volumes running and opened
+// again, and the suite registers the volumes again as a caller would. If
+// the pool implements storage.Flusher, the suite calls Flush before it
+// measures usage; no other check depends on it.
 //
 // The subtests are grouped so that they can be matched with -run:
 //
