@@ -108,7 +108,7 @@ func TestCrashPoints(t *testing.T) {
 		op          func(t *testing.T, v *volume)
 		after       check // on the reopened pool, before recovery
 	}{}
-	for _, point := range []string{"commit-synced", "revision-linked", "commit-pruned", "commit-precache-discarded", "commit-renamed"} {
+	for _, point := range []string{"commit-synced", "revision-linked", "commit-pruned", "precache-discarded", "clean-replaced"} {
 		cases = append(cases, struct {
 			name, point string
 			op          func(t *testing.T, v *volume)
@@ -136,7 +136,7 @@ func TestCrashPoints(t *testing.T) {
 				assert.Equal(t, want, revisionMarkers(t, v), "no revision lost or doubled")
 			}})
 	}
-	for _, point := range []string{"commit-synced", "revision-linked", "commit-renamed"} {
+	for _, point := range []string{"commit-synced", "revision-linked", "clean-replaced"} {
 		cases = append(cases, struct {
 			name, point string
 			op          func(t *testing.T, v *volume)
@@ -163,7 +163,7 @@ func TestCrashPoints(t *testing.T) {
 				assert.Equal(t, got, marker(t, v.clean), "an unfinished import is dropped at start, as in Qubes")
 			}})
 	}
-	for _, point := range []string{"revision-linked", "revert-precache-discarded", "revert-renamed"} {
+	for _, point := range []string{"revision-linked", "precache-discarded", "clean-replaced"} {
 		cases = append(cases, struct {
 			name, point string
 			op          func(t *testing.T, v *volume)

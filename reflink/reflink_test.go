@@ -219,34 +219,32 @@ func TestSeedEraRevisions(t *testing.T) {
 	} {
 		require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(v.clean), r.name), []byte(r.data), 0o600))
 	}
-	revs, err := v.Revisions(ctx)
-	require.NoError(t, err)
-	var ids []string
-	for _, r := range revs {
-		ids = append(ids, r.ID)
+	ids := func() []string {
+		revs, err := v.Revisions(ctx)
+		require.NoError(t, err)
+		var ids []string
+		for _, r := range revs {
+			ids = append(ids, r.ID+" "+r.Timestamp())
+		}
+		return ids
 	}
-	assert.Equal(t, []string{"2018-01-02T03:04:05Z", "2018-02-03T00:00:00Z", "7"}, ids, "seed-era first, by time")
-	assert.Equal(t, "2018-01-02T03:04:05", revs[0].Timestamp())
+	assert.Equal(t, []string{"2018-01-02T03:04:05Z 2018-01-02T03:04:05", "2018-02-03T00:00:00Z 2018-02-03T00:00:00", "7 2019-01-01T00:00:00"},
+		ids(), "seed-era first, by time")
 
 	require.NoError(t, v.Revert(ctx, "2018-02-03T00:00:00Z"))
 	assert.Equal(t, "seed2", readAt(t, v.clean, 0, 5))
-	revs, err = v.Revisions(ctx)
-	require.NoError(t, err)
-	ids = ids[:0]
-	for _, r := range revs {
-		ids = append(ids, r.ID)
-	}
-	assert.Equal(t, []string{"2018-01-02T03:04:05Z", "7", "8"}, ids, "the replaced state is revision 8")
+	got := ids()
+	require.Len(t, got, 3)
+	assert.Equal(t, []string{"2018-01-02T03:04:05Z 2018-01-02T03:04:05", "7 2019-01-01T00:00:00"}, got[:2])
+	assert.True(t, strings.HasPrefix(got[2], "8 "), "the replaced state is revision 8: %v", got)
 
 	require.NoError(t, v.Start(ctx))
 	require.NoError(t, v.Stop(ctx))
-	revs, err = v.Revisions(ctx)
-	require.NoError(t, err)
-	ids = ids[:0]
-	for _, r := range revs {
-		ids = append(ids, r.ID)
+	got = ids()
+	require.Len(t, got, 3, "seed-era revisions count and are pruned first")
+	for i, want := range []string{"7 ", "8 ", "9 "} {
+		assert.True(t, strings.HasPrefix(got[i], want), "%v", got)
 	}
-	assert.Equal(t, []string{"7", "8", "9"}, ids, "seed-era revisions count and are pruned first")
 }
 
 func TestParseRevision(t *testing.T) {

@@ -445,11 +445,10 @@ func (v *volume) stop(ctx context.Context, commit bool) error {
 	return v.p.discard(v.clean)
 }
 
-// commit makes the image at path the clean image: the old clean image is
-// kept as a revision by a hard link (unless revisions_to_keep is 0),
-// revisions beyond revisions_to_keep are discarded, path is fsynced and
-// renamed over the clean image, the directory is fsynced once, and a new
-// precache is queued. Needs sem.
+// commit makes the image at path the clean image: path is fsynced, the old
+// clean image is kept as a revision by a durable hard link (unless
+// revisions_to_keep is 0), revisions beyond revisions_to_keep are
+// discarded, and path replaces the clean image. Needs sem.
 func (v *volume) commit(path string) error {
 	if err := fsutil.SyncFile(path); err != nil {
 		return err
@@ -462,15 +461,23 @@ func (v *volume) commit(path string) error {
 		return err
 	}
 	v.p.crashPoint("commit-pruned")
+	return v.replaceClean(path)
+}
+
+// replaceClean renames the image at path over the clean image: the
+// precache of the old one is discarded, the directory fsynced once, the
+// configured size follows the new image, and a new precache is queued.
+// Needs sem.
+func (v *volume) replaceClean(path string) error {
 	v.cancelPrecache()
 	if err := v.p.discard(v.precache); err != nil {
 		return err
 	}
-	v.p.crashPoint("commit-precache-discarded")
+	v.p.crashPoint("precache-discarded")
 	if err := v.p.renameNoSync(path, v.clean); err != nil {
 		return err
 	}
-	v.p.crashPoint("commit-renamed")
+	v.p.crashPoint("clean-replaced")
 	if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
 		return err
 	}
@@ -635,23 +642,7 @@ func (v *volume) Revert(ctx context.Context, id string) error {
 		if err := v.addRevision(); err != nil {
 			return err
 		}
-		v.cancelPrecache()
-		if err := v.p.discard(v.precache); err != nil {
-			return err
-		}
-		v.p.crashPoint("revert-precache-discarded")
-		if err := v.p.renameNoSync(target.path, v.clean); err != nil {
-			return err
-		}
-		v.p.crashPoint("revert-renamed")
-		if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
-			return err
-		}
-		if st, err := os.Stat(v.clean); err == nil {
-			v.setSize(st.Size())
-		}
-		v.schedulePrecache()
-		return nil
+		return v.replaceClean(target.path)
 	})
 }
 
