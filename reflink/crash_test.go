@@ -102,18 +102,14 @@ func committed(t *testing.T, tp *testPool) *volume {
 func TestCrashPoints(t *testing.T) {
 	mnt := loopfs.Mount(t, loopfs.Btrfs, 320<<20)
 	ctx := context.Background()
-	type check func(t *testing.T, v *volume)
-	cases := []struct {
+	type crashCase struct {
 		name, point string
 		op          func(t *testing.T, v *volume)
-		after       check // on the reopened pool, before recovery
-	}{}
+		after       func(t *testing.T, v *volume) // on the reopened pool
+	}
+	var cases []crashCase
 	for _, point := range []string{"commit-synced", "revision-linked", "commit-pruned", "precache-discarded", "clean-replaced"} {
-		cases = append(cases, struct {
-			name, point string
-			op          func(t *testing.T, v *volume)
-			after       check
-		}{"stop/" + point, point,
+		cases = append(cases, crashCase{"stop/" + point, point,
 			func(t *testing.T, v *volume) {
 				require.NoError(t, v.Start(ctx))
 				mark(t, v.dirty, "v4")
@@ -137,11 +133,7 @@ func TestCrashPoints(t *testing.T) {
 			}})
 	}
 	for _, point := range []string{"commit-synced", "revision-linked", "clean-replaced"} {
-		cases = append(cases, struct {
-			name, point string
-			op          func(t *testing.T, v *volume)
-			after       check
-		}{"import-data-end/" + point, point,
+		cases = append(cases, crashCase{"import-data-end/" + point, point,
 			func(t *testing.T, v *volume) {
 				path, err := v.ImportData(ctx, 1<<20)
 				require.NoError(t, err)
@@ -164,11 +156,7 @@ func TestCrashPoints(t *testing.T) {
 			}})
 	}
 	for _, point := range []string{"revision-linked", "precache-discarded", "clean-replaced"} {
-		cases = append(cases, struct {
-			name, point string
-			op          func(t *testing.T, v *volume)
-			after       check
-		}{"revert/" + point, point,
+		cases = append(cases, crashCase{"revert/" + point, point,
 			func(t *testing.T, v *volume) { _ = v.Revert(ctx, "2") }, // revision 2 holds "v1"
 			func(t *testing.T, v *volume) {
 				got := marker(t, v.clean)
@@ -182,11 +170,7 @@ func TestCrashPoints(t *testing.T) {
 				assert.Equal(t, got, marker(t, v.clean))
 			}})
 	}
-	cases = append(cases, struct {
-		name, point string
-		op          func(t *testing.T, v *volume)
-		after       check
-	}{"resize/resize-copied", "resize-copied",
+	cases = append(cases, crashCase{"resize/resize-copied", "resize-copied",
 		func(t *testing.T, v *volume) { _ = v.Resize(ctx, 2<<20, storage.ResizeOptions{}) },
 		func(t *testing.T, v *volume) {
 			assert.Equal(t, "v3", marker(t, v.clean))
@@ -197,11 +181,7 @@ func TestCrashPoints(t *testing.T) {
 			require.NoError(t, v.Stop(ctx))
 		}})
 	for _, point := range []string{"start-temps-handed-over", "origin-before-copy"} {
-		cases = append(cases, struct {
-			name, point string
-			op          func(t *testing.T, v *volume)
-			after       check
-		}{"start/" + point, point,
+		cases = append(cases, crashCase{"start/" + point, point,
 			func(t *testing.T, v *volume) {
 				require.NoError(t, v.p.Flush(ctx))
 				require.NoError(t, os.Remove(v.precache)) // so that start copies
