@@ -100,6 +100,17 @@ func TestTree(t *testing.T) {
 	}, shape(tp.tree(t)), "remove deletes the VM directory once empty")
 }
 
+// TestConfigIsACopy: changing what Config returns does not change the
+// volume.
+func TestConfigIsACopy(t *testing.T) {
+	tp := newTestPool(t, loopfs.Btrfs, nil)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20})
+	c := v.Config()
+	*c.RevisionsToKeep = 7
+	assert.Equal(t, 1, *v.Config().RevisionsToKeep)
+	assert.Equal(t, 1, v.keep())
+}
+
 // TestRevisionTimestamp checks that a revision is named after the time its
 // data was last modified, not the time of the commit (Qubes d9be5402).
 func TestRevisionTimestamp(t *testing.T) {

@@ -89,9 +89,17 @@ func (v *volume) wrap(op string, err error) error {
 }
 
 // conf returns a copy of the configuration with the current configured
-// size.
+// size; the copy shares no pointer with the volume.
 func (v *volume) conf() storage.VolumeConfig {
 	c := v.cfg
+	if c.RevisionsToKeep != nil {
+		n := *c.RevisionsToKeep
+		c.RevisionsToKeep = &n
+	}
+	if c.Ephemeral != nil {
+		b := *c.Ephemeral
+		c.Ephemeral = &b
+	}
 	v.sizeMu.Lock()
 	c.Size = v.sz
 	v.sizeMu.Unlock()
