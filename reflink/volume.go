@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -340,7 +341,11 @@ func (v *volume) start(ctx context.Context) error {
 	}
 	v.p.crashPoint("start-temps-handed-over")
 	if v.cfg.SnapshotsDisabled() {
-		if err := v.pruneRevisions(0); err != nil {
+		revs, err := listRevisions(v.clean)
+		if err != nil {
+			return err
+		}
+		if err := v.pruneRevisions(revs, 0); err != nil {
 			return err
 		}
 		v.cancelPrecache()
@@ -462,10 +467,14 @@ func (v *volume) commit(path string) error {
 		return err
 	}
 	v.p.crashPoint("commit-synced")
-	if err := v.addRevision(); err != nil {
+	revs, err := listRevisions(v.clean)
+	if err != nil {
 		return err
 	}
-	if err := v.pruneRevisions(v.keep()); err != nil {
+	if revs, err = v.addRevision(revs); err != nil {
+		return err
+	}
+	if err := v.pruneRevisions(revs, v.keep()); err != nil {
 		return err
 	}
 	v.p.crashPoint("commit-pruned")
@@ -501,41 +510,39 @@ func (v *volume) replaceClean(path string) error {
 // newest revision already is the clean image's inode (a commit repeated
 // after a crash), none is added. The link is made durable before the
 // caller replaces the clean image, so a crash never loses the old state.
-func (v *volume) addRevision() error {
+// revs are the current revisions; it returns them with the new one.
+func (v *volume) addRevision(revs []revision) ([]revision, error) {
 	if v.keep() == 0 {
-		return nil
+		return revs, nil
 	}
 	st, err := os.Stat(v.clean)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return revs, nil
 	}
 	if err != nil {
-		return err
-	}
-	revs, err := listRevisions(v.clean)
-	if err != nil {
-		return err
+		return revs, err
 	}
 	if n := len(revs); n > 0 {
 		if rst, err := os.Stat(revs[n-1].path); err == nil && os.SameFile(st, rst) {
-			return nil
+			return revs, nil
 		}
 	}
-	dst := revisionPath(v.clean, nextRevision(revs), st.ModTime().Truncate(time.Second))
+	n, t := nextRevision(revs), st.ModTime().Truncate(time.Second)
+	dst := revisionPath(v.clean, n, t)
 	if err := v.p.linkNoSync(v.clean, dst); err != nil {
-		return err
+		return revs, err
 	}
 	v.p.crashPoint("revision-linked")
-	return fsutil.SyncDir(filepath.Dir(v.clean))
+	if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
+		return revs, err
+	}
+	r := revision{Revision: storage.Revision{ID: strconv.Itoa(n), Time: t.UTC()}, path: dst, n: n}
+	return append(revs, r), nil
 }
 
-// pruneRevisions discards the revisions Qubes' _prune_revisions(keep)
-// deletes. Needs sem.
-func (v *volume) pruneRevisions(keep int) error {
-	revs, err := listRevisions(v.clean)
-	if err != nil {
-		return err
-	}
+// pruneRevisions discards those of revs that Qubes'
+// _prune_revisions(keep) deletes. Needs sem.
+func (v *volume) pruneRevisions(revs []revision, keep int) error {
 	for _, r := range toPrune(revs, keep) {
 		if err := v.p.discard(r.path); err != nil {
 			return err
@@ -647,7 +654,7 @@ func (v *volume) Revert(ctx context.Context, id string) error {
 			}
 			return fmt.Errorf("revision %q: %w", id, storage.ErrNotFound)
 		}
-		if err := v.addRevision(); err != nil {
+		if _, err := v.addRevision(revs); err != nil {
 			return err
 		}
 		return v.replaceClean(target.path)
