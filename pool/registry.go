@@ -15,7 +15,8 @@ package pool
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/vmpool/vmpool/storage"
@@ -44,12 +45,7 @@ func Register(name string, d storage.Driver) {
 func Drivers() []string {
 	driversMu.RLock()
 	defer driversMu.RUnlock()
-	names := make([]string, 0, len(drivers))
-	for name := range drivers {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(drivers))
 }
 
 // Driver returns the driver registered under name, or an error wrapping

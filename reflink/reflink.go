@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -334,11 +336,7 @@ func (p *Pool) Volume(vid string) (storage.Volume, error) {
 func (p *Pool) Volumes() []storage.Volume {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	vids := make([]string, 0, len(p.volumes))
-	for vid := range p.volumes {
-		vids = append(vids, vid)
-	}
-	sort.Strings(vids)
+	vids := slices.Sorted(maps.Keys(p.volumes))
 	out := make([]storage.Volume, len(vids))
 	for i, vid := range vids {
 		out[i] = p.volumes[vid]
