@@ -118,7 +118,7 @@ func (m *Manager) load(ctx context.Context) error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.Pools)) {
 		ps := st.Pools[name]
-		if err := validatePoolName(name); err != nil {
+		if err := storage.ValidatePoolName(name); err != nil {
 			return fmt.Errorf("state file: %w", err)
 		}
 		p, err := Open(ctx, ps.Driver, storage.PoolConfig{Name: name, Params: maps.Clone(ps.Params), Logger: m.log})
@@ -297,20 +297,6 @@ func (m *Manager) check() error {
 	return nil
 }
 
-// validatePoolName checks a pool name as the Admin API does: one or more
-// of A-Z a-z 0-9 . _ -.
-func validatePoolName(name string) error {
-	ok := name != ""
-	for i := 0; i < len(name) && ok; i++ {
-		c := name[i]
-		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'
-	}
-	if !ok {
-		return fmt.Errorf("%w: pool name %q: want one or more of A-Z a-z 0-9 . _ -", storage.ErrInvalidConfig, name)
-	}
-	return nil
-}
-
 // AddPool opens a new pool named name with the given driver and
 // parameters, runs its Setup (file-reflink refuses a filesystem without
 // reflinks there unless setup_check=no) and saves it. A malformed name or a
@@ -324,7 +310,7 @@ func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[s
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	if err := validatePoolName(name); err != nil {
+	if err := storage.ValidatePoolName(name); err != nil {
 		return nil, fmt.Errorf("add pool: %w", err)
 	}
 	if _, ok := m.pools[name]; ok {

@@ -42,6 +42,15 @@ func ValidateVolumeName(name string) error {
 	return nil
 }
 
+// ValidatePoolName checks a pool name as the Admin API's admin.pool.Add
+// does: one or more of A-Z a-z 0-9 . _ -. Errors wrap ErrInvalidConfig.
+func ValidatePoolName(name string) error {
+	if name == "" || !allOf(name, isNameByte) {
+		return fmt.Errorf("%w: pool name %q: want one or more of A-Z a-z 0-9 . _ -", ErrInvalidConfig, name)
+	}
+	return nil
+}
+
 // ValidateRevisionID checks the characters of a revision id as the Qubes
 // Admin API does: non-empty, only A-Z a-z 0-9 : . _ -. Errors wrap
 // ErrInvalidConfig; whether the revision exists is the volume's business.

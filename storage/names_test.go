@@ -28,6 +28,15 @@ func TestValidateVolumeName(t *testing.T) {
 	}
 }
 
+func TestValidatePoolName(t *testing.T) {
+	for _, name := range []string{"varlibqubes", "vm-pool", "a.b_c", "0"} {
+		assert.NoError(t, ValidatePoolName(name), name)
+	}
+	for _, name := range []string{"", "a b", "a/b", "a:b", "é", "a\x00"} {
+		assert.ErrorIs(t, ValidatePoolName(name), ErrInvalidConfig, "%q", name)
+	}
+}
+
 func TestValidateRevisionID(t *testing.T) {
 	for _, id := range []string{"1", "42", "2018-01-02T03:04:05Z", "1530000000-back"} {
 		assert.NoError(t, ValidateRevisionID(id), id)
