@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -255,6 +256,7 @@ func TestParseRevision(t *testing.T) {
 	}{
 		{"private.img.1@2018-01-02T03:04:05Z", "1", true},
 		{"private.img.12@2018-01-02T03:04:05Z", "12", true},
+		{"private.img.007@2018-01-02T03:04:05Z", "007", true}, // as Qubes lists it
 		{"private.img@2018-01-02T03:04:05Z", "2018-01-02T03:04:05Z", true},
 		{"private.img.x@2018-01-02T03:04:05Z", "", false},
 		{"private.img.1@2018-01-02T03:04:05", "", false},
@@ -272,7 +274,8 @@ func TestParseRevision(t *testing.T) {
 }
 
 func FuzzParseRevision(f *testing.F) {
-	for _, s := range []string{"private.img.1@2018-01-02T03:04:05Z", "private.img@2018-01-02T03:04:05Z", "private.img.99999999999999999999@2018-01-02T03:04:05Z"} {
+	for _, s := range []string{"private.img.1@2018-01-02T03:04:05Z", "private.img@2018-01-02T03:04:05Z", "private.img.99999999999999999999@2018-01-02T03:04:05Z",
+		"private.img.00000000@0000-01-01T00:00:00Z"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
@@ -283,11 +286,14 @@ func FuzzParseRevision(f *testing.F) {
 		if err := storage.ValidateRevisionID(r.ID); err != nil {
 			t.Fatalf("%q parsed to an id Revert would refuse: %v", name, err)
 		}
-		var back string
-		if r.seed {
-			back = "private.img@" + r.ID
-		} else {
-			back = revisionPath("private.img", r.n, r.Time)
+		// The id is the name's own text (Qubes keeps "007" as "007"); the
+		// number orders it.
+		back := "private.img@" + r.ID
+		if !r.seed {
+			back = "private.img." + r.ID + "@" + r.Timestamp() + "Z"
+			if n, err := strconv.Atoi(r.ID); err != nil || n != r.n {
+				t.Fatalf("%q: id %q does not give number %d", name, r.ID, r.n)
+			}
 		}
 		if back != name {
 			t.Fatalf("%q parsed to %+v, which names %q", name, r, back)
