@@ -97,7 +97,7 @@ func BenchmarkReflinkStartStop(b *testing.B) {
 				fragment(b, v.dirty, size, ext.blocks)
 				require.NoError(b, v.Stop(ctx))
 				settle := func() {
-					require.NoError(b, p.(*Pool).Flush(ctx))
+					require.NoError(b, p.(*reflinkPool).Flush(ctx))
 					require.NoError(b, fsutil.Syncfs(mnt))
 				}
 				settle()

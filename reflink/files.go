@@ -17,7 +17,7 @@ import (
 // The pool's file operations: each is logged with op, src, dst, bytes and
 // duration.
 
-func (p *Pool) logOp(op, src, dst string, bytes int64, start time.Time, err error) {
+func (p *reflinkPool) logOp(op, src, dst string, bytes int64, start time.Time, err error) {
 	logOp(p.log, op, src, dst, bytes, start, err)
 }
 
@@ -34,7 +34,7 @@ func logOp(log zerolog.Logger, op, src, dst string, bytes int64, start time.Time
 }
 
 // rename renames durably (the directory is fsynced).
-func (p *Pool) rename(src, dst string) error {
+func (p *reflinkPool) rename(src, dst string) error {
 	start := time.Now()
 	err := fsutil.Rename(src, dst)
 	p.logOp("rename", src, dst, 0, start, err)
@@ -43,7 +43,7 @@ func (p *Pool) rename(src, dst string) error {
 
 // renameNoSync renames without fsyncing the directory; the caller fsyncs
 // it once for a batch of changes.
-func (p *Pool) renameNoSync(src, dst string) error {
+func (p *reflinkPool) renameNoSync(src, dst string) error {
 	start := time.Now()
 	err := os.Rename(src, dst)
 	p.logOp("rename", src, dst, 0, start, err)
@@ -51,7 +51,7 @@ func (p *Pool) renameNoSync(src, dst string) error {
 }
 
 // linkNoSync hard-links src to dst without fsyncing the directory.
-func (p *Pool) linkNoSync(src, dst string) error {
+func (p *reflinkPool) linkNoSync(src, dst string) error {
 	start := time.Now()
 	err := os.Link(src, dst)
 	p.logOp("link", src, dst, 0, start, err)
@@ -59,7 +59,7 @@ func (p *Pool) linkNoSync(src, dst string) error {
 }
 
 // link hard-links src to dst durably, creating dst's directory if needed.
-func (p *Pool) link(src, dst string) error {
+func (p *reflinkPool) link(src, dst string) error {
 	if _, err := p.mkdir(filepath.Dir(dst)); err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (p *Pool) link(src, dst string) error {
 
 // remove deletes path now (a missing file is fine) and fsyncs its
 // directory.
-func (p *Pool) remove(path string) error {
+func (p *reflinkPool) remove(path string) error {
 	start := time.Now()
 	removed, err := fsutil.Remove(path)
 	if removed || err != nil {
@@ -84,7 +84,7 @@ func (p *Pool) remove(path string) error {
 // worker: a rename costs microseconds, while deleting a clone costs most of
 // what making it cost. A missing file is fine. The directory is not
 // fsynced: if the rename is lost in a crash, the file is discarded again.
-func (p *Pool) discard(path string) error {
+func (p *reflinkPool) discard(path string) error {
 	tmp := fmt.Sprintf("%s%s%016x", path, fsutil.TempSep, rand.Uint64())
 	start := time.Now()
 	err := os.Rename(path, tmp)
@@ -102,7 +102,7 @@ func (p *Pool) discard(path string) error {
 // copy makes dst a new inode with src's data: FICLONE, or a sparse copy
 // when the clone is refused (storage.ErrReflinkUnsupported is never
 // returned here; the fallback is silent, as in Qubes, but logged).
-func (p *Pool) copy(ctx context.Context, src, dst string, opt fsutil.CopyOptions) error {
+func (p *reflinkPool) copy(ctx context.Context, src, dst string, opt fsutil.CopyOptions) error {
 	if _, err := p.mkdir(filepath.Dir(dst)); err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (p *Pool) copy(ctx context.Context, src, dst string, opt fsutil.CopyOptions
 
 // createSparse makes dst a new empty sparse file of size bytes, creating
 // its directory if needed.
-func (p *Pool) createSparse(dst string, size int64) error {
+func (p *reflinkPool) createSparse(dst string, size int64) error {
 	if _, err := p.mkdir(filepath.Dir(dst)); err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (p *Pool) createSparse(dst string, size int64) error {
 }
 
 // mkdir creates a directory (not its parents) if missing.
-func (p *Pool) mkdir(path string) (bool, error) {
+func (p *reflinkPool) mkdir(path string) (bool, error) {
 	created, err := fsutil.Mkdir(path)
 	if created || err != nil {
 		p.logOp("mkdir", path, "", 0, time.Now(), err)
@@ -160,7 +160,7 @@ func (p *Pool) mkdir(path string) (bool, error) {
 }
 
 // removeEmptyDir removes a directory if it is empty.
-func (p *Pool) removeEmptyDir(path string) {
+func (p *reflinkPool) removeEmptyDir(path string) {
 	removed, err := fsutil.RemoveEmptyDir(path)
 	if removed || err != nil {
 		p.logOp("rmdir", path, "", 0, time.Now(), err)

@@ -72,7 +72,7 @@ func (l *logBuffer) all(t *testing.T) []string {
 }
 
 type testPool struct {
-	*Pool
+	*reflinkPool
 	dir string
 	log *logBuffer
 }
@@ -94,12 +94,12 @@ func openTestPool(t *testing.T, dir string, params map[string]string, setup bool
 	lb := &logBuffer{}
 	sp, err := Driver{}.Open(context.Background(), storage.PoolConfig{Name: "test", Params: all, Logger: zerolog.New(lb)})
 	require.NoError(t, err)
-	p := sp.(*Pool)
+	p := sp.(*reflinkPool)
 	t.Cleanup(func() { p.Close() })
 	if setup {
 		require.NoError(t, p.Setup(context.Background()))
 	}
-	return &testPool{Pool: p, dir: dir, log: lb}
+	return &testPool{reflinkPool: p, dir: dir, log: lb}
 }
 
 // tree lists the files under the pool directory (relative, sorted), after

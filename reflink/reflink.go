@@ -60,8 +60,8 @@ func (d Driver) Open(ctx context.Context, cfg storage.PoolConfig) (storage.Pool,
 	return p, nil
 }
 
-// Pool is a file-reflink pool.
-type Pool struct {
+// reflinkPool is a file-reflink pool: a storage.Pool.
+type reflinkPool struct {
 	name              string
 	dir               string
 	revisionsToKeep   int
@@ -85,11 +85,11 @@ type Pool struct {
 	inflight sync.WaitGroup
 }
 
-func newPool(cfg storage.PoolConfig) (*Pool, error) {
+func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("%w: pool name is empty", storage.ErrInvalidConfig)
 	}
-	p := &Pool{
+	p := &reflinkPool{
 		name:            cfg.Name,
 		revisionsToKeep: 1,
 		setupCheck:      true,
@@ -181,7 +181,7 @@ func pyBool(b bool) string {
 
 // lockAndRecover locks the pool directory, checks reflink support and has
 // the worker delete the "~" files left in the tree.
-func (p *Pool) lockAndRecover(ctx context.Context) error {
+func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.lock != nil {
@@ -213,14 +213,14 @@ func (p *Pool) lockAndRecover(ctx context.Context) error {
 }
 
 // crashPoint calls the test hook, if any.
-func (p *Pool) crashPoint(point string) {
+func (p *reflinkPool) crashPoint(point string) {
 	if p.crashHook != nil {
 		p.crashHook(point)
 	}
 }
 
 // begin marks an operation in flight; it fails once the pool is closed.
-func (p *Pool) begin() error {
+func (p *reflinkPool) begin() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -230,21 +230,18 @@ func (p *Pool) begin() error {
 	return nil
 }
 
-func (p *Pool) end() { p.inflight.Done() }
+func (p *reflinkPool) end() { p.inflight.Done() }
 
 // Name returns the pool's name.
-func (p *Pool) Name() string { return p.name }
+func (p *reflinkPool) Name() string { return p.name }
 
 // Driver returns "file-reflink".
-func (p *Pool) Driver() string { return DriverName }
-
-// Dir returns the pool's directory (dir_path, made absolute).
-func (p *Pool) Dir() string { return p.dir }
+func (p *reflinkPool) Driver() string { return DriverName }
 
 // Config returns name, driver, dir_path, revisions_to_keep and
 // ephemeral_volatile, as Qubes' ReflinkPool.config (setup_check is not
 // persisted).
-func (p *Pool) Config() map[string]string {
+func (p *reflinkPool) Config() map[string]string {
 	return map[string]string{
 		"name":               p.name,
 		"driver":             DriverName,
@@ -256,7 +253,7 @@ func (p *Pool) Config() map[string]string {
 
 // Capabilities: any number of revisions, revert, snapshot-then-commit,
 // outdated snapshots; Reflink as found on the pool's filesystem.
-func (p *Pool) Capabilities() storage.Capabilities {
+func (p *reflinkPool) Capabilities() storage.Capabilities {
 	return storage.Capabilities{
 		MaxRevisions:   -1,
 		Revert:         true,
@@ -270,7 +267,7 @@ func (p *Pool) Capabilities() storage.Capabilities {
 // reflink support unless setup_check is off (storage.ErrReflinkUnsupported,
 // and a directory it created is removed again), then creates appvms/ and
 // vm-templates/ and locks the pool.
-func (p *Pool) Setup(ctx context.Context) error {
+func (p *reflinkPool) Setup(ctx context.Context) error {
 	if err := p.begin(); err != nil {
 		return &storage.Error{Op: "setup", Pool: p.name, Err: err}
 	}
@@ -281,7 +278,7 @@ func (p *Pool) Setup(ctx context.Context) error {
 	return nil
 }
 
-func (p *Pool) setup(ctx context.Context) error {
+func (p *reflinkPool) setup(ctx context.Context) error {
 	created, err := p.mkdir(p.dir)
 	if err != nil {
 		return err
@@ -307,10 +304,10 @@ func (p *Pool) setup(ctx context.Context) error {
 }
 
 // Destroy does nothing, as in Qubes: the images stay.
-func (p *Pool) Destroy(ctx context.Context) error { return nil }
+func (p *reflinkPool) Destroy(ctx context.Context) error { return nil }
 
 // Usage reports the filesystem's size and use (statvfs), as Qubes does.
-func (p *Pool) Usage(ctx context.Context) (storage.PoolUsage, error) {
+func (p *reflinkPool) Usage(ctx context.Context) (storage.PoolUsage, error) {
 	size, used, err := fsutil.Usage(p.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = fmt.Errorf("%w: %v", storage.ErrNotFound, err)
@@ -322,7 +319,7 @@ func (p *Pool) Usage(ctx context.Context) (storage.PoolUsage, error) {
 }
 
 // Volume returns the registered volume vid.
-func (p *Pool) Volume(vid string) (storage.Volume, error) {
+func (p *reflinkPool) Volume(vid string) (storage.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	v, ok := p.volumes[vid]
@@ -333,7 +330,7 @@ func (p *Pool) Volume(vid string) (storage.Volume, error) {
 }
 
 // Volumes returns the registered volumes, sorted by vid.
-func (p *Pool) Volumes() []storage.Volume {
+func (p *reflinkPool) Volumes() []storage.Volume {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	vids := slices.Sorted(maps.Keys(p.volumes))
@@ -346,11 +343,11 @@ func (p *Pool) Volumes() []storage.Volume {
 
 // Flush waits until the background work queued so far (pruning, precache
 // clones, leftovers) is done, or ctx ends.
-func (p *Pool) Flush(ctx context.Context) error { return p.worker.flush(ctx) }
+func (p *reflinkPool) Flush(ctx context.Context) error { return p.worker.flush(ctx) }
 
 // Close waits for operations in flight and the background work, then
 // releases the pool's lock. Later operations fail with storage.ErrClosed.
-func (p *Pool) Close() error {
+func (p *reflinkPool) Close() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -391,7 +388,7 @@ func parseVID(vid string) (vm, volume string, err error) {
 // equal to cfg.Name (filled in from the vid when empty); a snap_on_start
 // source is a vid of this pool. Origin volumes get their precache prepared
 // in the background if it is missing.
-func (p *Pool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) {
+func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) {
 	fail := func(err error) (storage.Volume, error) {
 		return nil, &storage.Error{Op: "init volume", Pool: p.name, VID: cfg.VID, Err: err}
 	}
@@ -447,14 +444,14 @@ func (p *Pool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) {
 	return v, nil
 }
 
-func (p *Pool) forget(vid string) {
+func (p *reflinkPool) forget(vid string) {
 	p.mu.Lock()
 	delete(p.volumes, vid)
 	p.mu.Unlock()
 }
 
 // lookup returns the registered volume vid, or nil.
-func (p *Pool) lookup(vid string) *volume {
+func (p *reflinkPool) lookup(vid string) *volume {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.volumes[vid]

@@ -45,7 +45,7 @@ func TestParams(t *testing.T) {
 		"name": "p", "driver": "file-reflink", "dir_path": dir + "/pool",
 		"revisions_to_keep": "3", "ephemeral_volatile": "True",
 	}, p.Config(), "setup_check is not persisted; dir_path is cleaned")
-	assert.False(t, p.(*Pool).setupCheck)
+	assert.False(t, p.(*reflinkPool).setupCheck)
 
 	bad := []map[string]string{
 		{},

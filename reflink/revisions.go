@@ -1,7 +1,9 @@
 package reflink
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/storage"
 )
 
@@ -129,4 +132,145 @@ func toPrune(revs []revision, keep int) []revision {
 	default:
 		return revs[:min(-keep, len(revs))]
 	}
+}
+
+// commit makes the image at path the clean image: path is fsynced, the old
+// clean image is kept as a revision by a durable hard link (unless
+// revisions_to_keep is 0), revisions beyond revisions_to_keep are
+// discarded, and path replaces the clean image. Needs sem.
+func (v *volume) commit(path string) error {
+	if err := fsutil.SyncFile(path); err != nil {
+		return err
+	}
+	v.p.crashPoint("commit-synced")
+	revs, err := listRevisions(v.clean)
+	if err != nil {
+		return err
+	}
+	if revs, err = v.addRevision(revs); err != nil {
+		return err
+	}
+	if err := v.pruneRevisions(revs, v.keep()); err != nil {
+		return err
+	}
+	v.p.crashPoint("commit-pruned")
+	return v.replaceClean(path)
+}
+
+// replaceClean renames the image at path over the clean image: the
+// precache of the old one is discarded, the directory fsynced once, the
+// configured size follows the new image, and a new precache is queued.
+// Needs sem.
+func (v *volume) replaceClean(path string) error {
+	v.cancelPrecache()
+	if err := v.p.discard(v.precache); err != nil {
+		return err
+	}
+	v.p.crashPoint("precache-discarded")
+	if err := v.p.renameNoSync(path, v.clean); err != nil {
+		return err
+	}
+	v.p.crashPoint("clean-replaced")
+	if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
+		return err
+	}
+	if st, err := os.Stat(v.clean); err == nil {
+		v.setSize(st.Size())
+	}
+	v.schedulePrecache()
+	return nil
+}
+
+// addRevision keeps the current clean image as the next revision, by hard
+// link, unless revisions_to_keep is 0 or there is no clean image. If the
+// newest revision already is the clean image's inode (a commit repeated
+// after a crash), none is added. The link is made durable before the
+// caller replaces the clean image, so a crash never loses the old state.
+// revs are the current revisions; it returns them with the new one.
+func (v *volume) addRevision(revs []revision) ([]revision, error) {
+	if v.keep() == 0 {
+		return revs, nil
+	}
+	st, err := os.Stat(v.clean)
+	if errors.Is(err, fs.ErrNotExist) {
+		return revs, nil
+	}
+	if err != nil {
+		return revs, err
+	}
+	if n := len(revs); n > 0 {
+		if rst, err := os.Stat(revs[n-1].path); err == nil && os.SameFile(st, rst) {
+			return revs, nil
+		}
+	}
+	n, t := nextRevision(revs), st.ModTime().Truncate(time.Second)
+	dst := revisionPath(v.clean, n, t)
+	if err := v.p.linkNoSync(v.clean, dst); err != nil {
+		return revs, err
+	}
+	v.p.crashPoint("revision-linked")
+	if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
+		return revs, err
+	}
+	r := revision{Revision: storage.Revision{ID: strconv.Itoa(n), Time: t.UTC()}, path: dst, n: n}
+	return append(revs, r), nil
+}
+
+// pruneRevisions discards those of revs that Qubes'
+// _prune_revisions(keep) deletes. Needs sem.
+func (v *volume) pruneRevisions(revs []revision, keep int) error {
+	for _, r := range toPrune(revs, keep) {
+		if err := v.p.discard(r.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Revisions lists the revisions, seed-era ones first, then by number.
+func (v *volume) Revisions(ctx context.Context) ([]storage.Revision, error) {
+	revs, err := listRevisions(v.clean)
+	if err != nil {
+		return nil, v.wrap("revisions", err)
+	}
+	out := make([]storage.Revision, len(revs))
+	for i, r := range revs {
+		out[i] = r.Revision
+	}
+	return out, nil
+}
+
+// Revert makes revision id (the newest for "") the clean image; the
+// current clean image is kept as a new revision first (no pruning).
+func (v *volume) Revert(ctx context.Context, id string) error {
+	if id != "" {
+		if err := storage.ValidateRevisionID(id); err != nil {
+			return v.wrap("revert", err)
+		}
+	}
+	return v.do(ctx, "revert", func() error {
+		if v.cfg.SaveOnStop && exists(v.dirty) {
+			return fmt.Errorf("cannot revert: %s is not cleanly stopped: %w", v.cfg.VID, storage.ErrDirty)
+		}
+		revs, err := listRevisions(v.clean)
+		if err != nil {
+			return err
+		}
+		var target *revision
+		for i := range revs {
+			if id == "" || revs[i].ID == id {
+				target = &revs[i]
+			}
+		}
+		if target == nil {
+			if id == "" {
+				return fmt.Errorf("no revision to revert to: %w", storage.ErrNotFound)
+			}
+			return fmt.Errorf("revision %q: %w", id, storage.ErrNotFound)
+		}
+		if _, err := v.addRevision(revs); err != nil {
+			return err
+		}
+		return v.replaceClean(target.path)
+	})
 }

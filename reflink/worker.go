@@ -4,12 +4,13 @@ import (
 	"context"
 
 	"errors"
-	"github.com/rs/zerolog"
 	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // worker does the pool's background work, one item at a time: precache
@@ -17,7 +18,7 @@ import (
 // (pruned revisions, stale precaches, leftovers). Its goroutine runs only
 // while there is work.
 type worker struct {
-	p   *Pool
+	p   *reflinkPool
 	log zerolog.Logger // the pool's, marked background=true
 
 	mu       sync.Mutex
@@ -43,7 +44,7 @@ type precacheJob struct {
 	cancelled atomic.Bool
 }
 
-func newWorker(p *Pool) *worker {
+func newWorker(p *reflinkPool) *worker {
 	idle := make(chan struct{})
 	close(idle)
 	return &worker{p: p, log: p.log.With().Bool("background", true).Logger(), queued: make(map[string]bool), idle: idle}

@@ -1,0 +1,122 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/vmpool/vmpool/storage"
+)
+
+// AddPool opens a new pool named name with the given driver and
+// parameters, runs its Setup (file-reflink refuses a filesystem without
+// reflinks there unless setup_check=no) and saves it. A malformed name or a
+// "name" or "driver" parameter is ErrInvalidConfig, a name in use
+// ErrExists, an unknown driver ErrNotFound. On any failure nothing is
+// saved and the pool is closed; what Setup made stays (as in Qubes, where
+// a pool's directory may hold data from before).
+func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if err := storage.ValidatePoolName(name); err != nil {
+		return nil, fmt.Errorf("add pool: %w", err)
+	}
+	if _, ok := m.pools[name]; ok {
+		return nil, fmt.Errorf("add pool %s: pool named %s: %w", name, name, storage.ErrExists)
+	}
+	for _, k := range []string{"name", "driver"} {
+		if _, ok := params[k]; ok {
+			return nil, fmt.Errorf("add pool %s: %w: %q is not a driver parameter", name, storage.ErrInvalidConfig, k)
+		}
+	}
+	p, err := Open(ctx, driver, storage.PoolConfig{Name: name, Params: maps.Clone(params), Logger: m.log})
+	if err != nil {
+		return nil, fmt.Errorf("add pool %s: %w", name, err)
+	}
+	if err := p.Setup(ctx); err != nil {
+		m.closePool(p)
+		return nil, fmt.Errorf("add pool %s: %w", name, err)
+	}
+	m.pools[name] = p
+	if err := m.save(); err != nil {
+		delete(m.pools, name)
+		m.closePool(p)
+		return nil, fmt.Errorf("add pool %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// closePool closes p after a failure; an error is logged, not returned
+// over the failure's.
+func (m *Manager) closePool(p storage.Pool) {
+	if err := p.Close(); err != nil {
+		m.log.Error().Err(err).Str("pool", p.Name()).Msg("close pool after failure")
+	}
+}
+
+// RemovePool destroys the pool named name, closes it and saves. An unknown
+// name is ErrNotFound; a pool that holds a volume of any VM is ErrInUse
+// (Qubes' "Storage pool is in use").
+func (m *Manager) RemovePool(ctx context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	p, ok := m.pools[name]
+	if !ok {
+		return fmt.Errorf("remove pool %s: no pool %q: %w", name, name, storage.ErrNotFound)
+	}
+	var users []string
+	for vm, v := range m.allVolumes() {
+		if cfg := v.Config(); cfg.Pool == name {
+			users = append(users, vm+":"+cfg.Name)
+		}
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("remove pool %s: storage pool is in use by %s: %w", name, strings.Join(users, ", "), storage.ErrInUse)
+	}
+	if err := p.Destroy(ctx); err != nil {
+		return fmt.Errorf("remove pool %s: %w", name, err)
+	}
+	delete(m.pools, name)
+	cerr := p.Close()
+	if err := m.save(); err != nil {
+		return fmt.Errorf("remove pool %s: %w", name, errors.Join(err, cerr))
+	}
+	if cerr != nil {
+		return fmt.Errorf("remove pool %s: %w", name, cerr)
+	}
+	return nil
+}
+
+// Pool returns the pool named name, or an error wrapping ErrNotFound.
+func (m *Manager) Pool(name string) (storage.Pool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	p, ok := m.pools[name]
+	if !ok {
+		return nil, fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound)
+	}
+	return p, nil
+}
+
+// Pools returns the pools, sorted by name; none once the Manager is closed.
+func (m *Manager) Pools() []storage.Pool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	pools := make([]storage.Pool, 0, len(m.pools))
+	for _, name := range slices.Sorted(maps.Keys(m.pools)) {
+		pools = append(pools, m.pools[name])
+	}
+	return pools
+}

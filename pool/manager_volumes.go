@@ -1,0 +1,172 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/vmpool/vmpool/storage"
+)
+
+// CreateVolume adds the volume cfg to VM vm: it registers it with the pool
+// named cfg.Pool (InitVolume), creates its images and saves. The VM exists
+// as long as it has volumes. A malformed VM name or configuration is
+// ErrInvalidConfig; an unknown pool, or a snap_on_start source that is not
+// a volume of the same pool, ErrNotFound; a volume of that name in the VM,
+// or of that vid in the pool, ErrExists. On failure the volume is removed
+// again and nothing is saved.
+func (m *Manager) CreateVolume(ctx context.Context, vm string, cfg storage.VolumeConfig) (storage.Volume, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (storage.Volume, error) {
+		return nil, fmt.Errorf("create volume %s of VM %s: %w", cfg.Name, vm, err)
+	}
+	if err := storage.ValidateVMName(vm); err != nil {
+		return fail(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	if cfg.Pool == "" {
+		return fail(fmt.Errorf("%w: the volume configuration names no pool", storage.ErrInvalidConfig))
+	}
+	p, ok := m.pools[cfg.Pool]
+	if !ok {
+		return fail(fmt.Errorf("no pool %q: %w", cfg.Pool, storage.ErrNotFound))
+	}
+	if _, ok := m.vms[vm][cfg.Name]; ok {
+		return fail(fmt.Errorf("VM %s has a volume %s: %w", vm, cfg.Name, storage.ErrExists))
+	}
+	if cfg.SnapOnStart {
+		if _, err := p.Volume(cfg.Source); err != nil {
+			return fail(fmt.Errorf("source %s is not a volume of pool %s: %w", cfg.Source, cfg.Pool, storage.ErrNotFound))
+		}
+	}
+	v, err := p.InitVolume(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if err := v.Create(ctx); err != nil {
+		m.undoCreate(ctx, v)
+		return fail(err)
+	}
+	m.addVolume(vm, v)
+	if err := m.save(); err != nil {
+		m.dropVolume(vm, cfg.Name)
+		m.undoCreate(ctx, v)
+		return fail(err)
+	}
+	return v, nil
+}
+
+// undoCreate removes a volume whose creation failed; an error is logged,
+// not returned over the failure's.
+func (m *Manager) undoCreate(ctx context.Context, v storage.Volume) {
+	if err := v.Remove(context.WithoutCancel(ctx)); err != nil {
+		m.log.Error().Err(err).Str("pool", v.Config().Pool).Str("vid", v.Config().VID).Msg("remove volume after failed create")
+	}
+}
+
+// RemoveVolume removes volume name of VM vm: its images, revisions and
+// configuration; a VM left without volumes is forgotten. A running volume
+// is ErrRunning; a volume that is the snap_on_start source of another
+// volume ErrInUse.
+func (m *Manager) RemoveVolume(ctx context.Context, vm, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	fail := func(err error) error { return fmt.Errorf("remove volume %s of VM %s: %w", name, vm, err) }
+	v, err := m.volume(vm, name)
+	if err != nil {
+		return fail(err)
+	}
+	running, err := v.IsRunning(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if running {
+		return fail(storage.ErrRunning)
+	}
+	cfg := v.Config()
+	for ovm, o := range m.allVolumes() {
+		if ocfg := o.Config(); ocfg.Pool == cfg.Pool && ocfg.Source == cfg.VID {
+			return fail(fmt.Errorf("it is the source of volume %s of VM %s: %w", ocfg.Name, ovm, storage.ErrInUse))
+		}
+	}
+	if err := v.Remove(ctx); err != nil {
+		return fail(err)
+	}
+	m.dropVolume(vm, name)
+	if err := m.save(); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// Volume returns volume name of VM vm, or an error wrapping ErrNotFound.
+func (m *Manager) Volume(vm, name string) (storage.Volume, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	return m.volume(vm, name)
+}
+
+// volume looks a volume up; the caller holds mu.
+func (m *Manager) volume(vm, name string) (storage.Volume, error) {
+	vols, ok := m.vms[vm]
+	if !ok {
+		return nil, fmt.Errorf("no VM %q: %w", vm, storage.ErrNotFound)
+	}
+	v, ok := vols[name]
+	if !ok {
+		return nil, fmt.Errorf("VM %s has no volume %q: %w", vm, name, storage.ErrNotFound)
+	}
+	return v, nil
+}
+
+// withVolume runs fn on volume name of vm, then saves, even when fn
+// failed half-way (a size may have changed).
+func (m *Manager) withVolume(vm, name, op string, fn func(storage.Volume) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	v, err := m.volume(vm, name)
+	if err == nil {
+		err = fn(v)
+		err = errors.Join(err, m.save())
+	}
+	if err != nil {
+		return fmt.Errorf("%s volume %s of VM %s: %w", op, name, vm, err)
+	}
+	return nil
+}
+
+// ResizeVolume resizes volume name of VM vm, running or not, and saves its
+// new size. Shrinking needs opts.Force (else ErrShrink).
+func (m *Manager) ResizeVolume(ctx context.Context, vm, name string, size int64, opts storage.ResizeOptions) error {
+	return m.withVolume(vm, name, "resize", func(v storage.Volume) error { return v.Resize(ctx, size, opts) })
+}
+
+// RevertVolume makes revision rev (the newest when empty) the committed
+// state of volume name of VM vm and saves, as the Admin API's
+// admin.vm.volume.Revert does. A volume that is not cleanly stopped is
+// ErrDirty; an unknown revision ErrNotFound.
+func (m *Manager) RevertVolume(ctx context.Context, vm, name, rev string) error {
+	return m.withVolume(vm, name, "revert", func(v storage.Volume) error {
+		if rev != "" {
+			if err := storage.ValidateRevisionID(rev); err != nil {
+				return err
+			}
+		}
+		return v.Revert(ctx, rev)
+	})
+}
