@@ -21,14 +21,16 @@
 //
 // # Feature requests
 //
-// A request is untrusted. HandleFeaturesRequest validates all of it first
-// (strict ASCII; values only letters, digits and "-.,_= "; keys valid
-// feature names) and refuses the whole request, changing nothing, if one
-// entry is bad. HandleNotifyTools reads the fixed keys of the legacy
-// service (values letters and digits only) and then takes the same path.
-// The outcome is a function of the VM and the request only. Keys nobody
-// handles are ignored; a key that is handled but whose value fails its
-// check is dropped alone and listed in Result.Rejected:
+// A request is untrusted. HandleFeaturesRequest checks every value first
+// (strict ASCII; only letters, digits and "-.,_= ") and, as Qubes does,
+// refuses the whole request, changing nothing, if one value is bad, even
+// one under a key nobody handles. An entry whose key is not a valid
+// feature name is dropped alone and listed in Result.InvalidKeys; the
+// other entries still apply. HandleNotifyTools reads the fixed keys of the
+// legacy service (values letters and digits only) and then takes the same
+// path. The outcome is a function of the VM and the request only. Keys
+// nobody handles are ignored; a key that is handled but whose value fails
+// its check is dropped alone and listed in Result.Rejected:
 //
 //	key                               check                       policy
 //	os-distribution(-like)            non-empty                   overwrite
@@ -73,9 +75,14 @@
 //     ValidUser allows the property's set [A-Za-z0-9_+,.-] and also refuses
 //     "", ".", "..", a leading '-' and names over 32 bytes. The same check
 //     applies to boot-mode.default-user.<id>, as the reference advises.
-//   - Request keys are checked too (Qubes checks only values): keys become
-//     feature names (supported-feature.<x>), so a key that is not a valid
-//     feature name refuses the request.
+//   - Request keys are checked too. Qubes' qubes_features_request
+//     (qubes/api/misc.py) checks values only and hands every key to the
+//     handlers, which ignore the keys they do not know but store
+//     supported-service.<x>, supported-feature.<x>, supported-rpc.<x> and
+//     boot-mode.*.<id> keys as feature names unchecked. Here a key that is
+//     not a valid feature name is dropped with its entry before any handler
+//     runs, and reported in Result.InvalidKeys; the rest of the request
+//     applies, so one odd key does not cost a VM its qrexec or services.
 //   - Set and Load refuse names outside [A-Za-z0-9_.-]+.
 //   - Keys of a request are processed in sorted order, so events fire in
 //     a deterministic order (Qubes follows QubesDB's order).

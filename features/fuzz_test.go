@@ -2,6 +2,7 @@ package features
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -20,7 +21,9 @@ func decodeRequest(data []byte) map[string][]byte {
 // FuzzHandleFeaturesRequest feeds arbitrary requests to both entry points
 // of the request handler: they must never panic, a refused request must
 // change nothing, and an accepted one must never set an unsafe default
-// user or store a value outside the request's safe set.
+// user or store a value outside the request's safe set, and must report
+// exactly the keys that are not valid feature names (none for NotifyTools,
+// which reads fixed keys).
 func FuzzHandleFeaturesRequest(f *testing.F) {
 	for _, seed := range []string{
 		"qrexec=1\ngui=1\nos=Windows\ndefault-user=user",
@@ -34,6 +37,7 @@ func FuzzHandleFeaturesRequest(f *testing.F) {
 		"anon-timezone=1\nx=$bad",
 		"k=\xfe\x01",
 		"a/b=1",
+		"qrexec=1\nbad key!=1\nsupported-service.x=1",
 		"=",
 		"",
 	} {
@@ -48,17 +52,29 @@ func FuzzHandleFeaturesRequest(f *testing.F) {
 			})
 			vm.template = template
 			before := vm.f.All()
+			var res Result
 			var err error
 			if notify {
-				_, err = HandleNotifyTools(vm, untrusted)
+				res, err = HandleNotifyTools(vm, untrusted)
 			} else {
-				_, err = HandleFeaturesRequest(vm, untrusted)
+				res, err = HandleFeaturesRequest(vm, untrusted)
 			}
 			if err != nil {
 				if got := vm.f.All(); !equalMaps(before, got) || vm.userSet || vm.qrexecTimeout != 0 {
 					t.Fatalf("refused request changed the VM: %v -> %v", before, got)
 				}
 				continue
+			}
+			var wantInvalid []string
+			if !notify {
+				for _, k := range sortedKeys(untrusted) {
+					if ValidName(k) != nil {
+						wantInvalid = append(wantInvalid, k)
+					}
+				}
+			}
+			if !slices.Equal(res.InvalidKeys, wantInvalid) {
+				t.Fatalf("invalid keys %q, want %q", res.InvalidKeys, wantInvalid)
 			}
 			if vm.userSet && ValidUser(vm.user) != nil {
 				t.Fatalf("unsafe default user %q accepted", vm.user)

@@ -20,20 +20,21 @@ func raw(m map[string]string) map[string][]byte {
 // and what they refuse before any handler runs.
 func TestAPIMisc(t *testing.T) {
 	t.Run("000_features_request", func(t *testing.T) {
-		req, err := ParseFeaturesRequest(raw(map[string]string{
+		req, invalidKeys, err := ParseFeaturesRequest(raw(map[string]string{
 			"feature1": "1", "feature2": "", "feature3": "other with spaces",
 		}))
 		require.NoError(t, err)
+		assert.Empty(t, invalidKeys)
 		assert.Equal(t, map[string]string{"feature1": "1", "feature2": "", "feature3": "other with spaces"}, req)
 	})
 	t.Run("000_features_request/safe_set", func(t *testing.T) {
 		v := "azAZ09-.,_= "
-		req, err := ParseFeaturesRequest(map[string][]byte{"k": []byte(v)})
+		req, _, err := ParseFeaturesRequest(map[string][]byte{"k": []byte(v)})
 		require.NoError(t, err)
 		assert.Equal(t, v, req["k"])
 	})
 	t.Run("001_features_request_empty", func(t *testing.T) {
-		req, err := ParseFeaturesRequest(map[string][]byte{})
+		req, _, err := ParseFeaturesRequest(map[string][]byte{})
 		require.NoError(t, err)
 		assert.Equal(t, map[string]string{}, req)
 	})
@@ -89,15 +90,6 @@ func TestAPIMisc(t *testing.T) {
 // TestHandleRequest covers the request-level rules of the issue through the
 // public entry points.
 func TestHandleRequest(t *testing.T) {
-	t.Run("bad_key_rejects_whole_request", func(t *testing.T) {
-		for _, key := range []string{"supported-feature.a/b", "", "x y", "über"} {
-			vm, rec := newVM(t, "vm", nil)
-			_, err := HandleFeaturesRequest(vm, map[string][]byte{key: []byte("1"), "qrexec": []byte("1")})
-			assert.ErrorIs(t, err, ErrInvalidRequest, "key %q", key)
-			assert.Empty(t, rec.events)
-		}
-	})
-
 	t.Run("unknown_keys_ignored", func(t *testing.T) {
 		vm, rec := newVM(t, "vm", nil)
 		res, err := HandleFeaturesRequest(vm, raw(map[string]string{"version": "1", "rpc-clipboard": "1", "servicevm": "1"}))
@@ -177,6 +169,67 @@ func TestHandleRequest(t *testing.T) {
 		assert.ErrorIs(t, err, errPropRefused)
 		assert.Equal(t, map[string]string{"qrexec": "1"}, vm.f.All(), "changes before the veto stay, as in Qubes")
 	})
+}
+
+// TestRequestInvalidKeys covers entries whose key is not a valid feature
+// name: they are dropped alone and reported in Result.InvalidKeys, while a
+// bad value under any key still refuses the whole request, as in Qubes.
+func TestRequestInvalidKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		notify      bool // through HandleNotifyTools
+		in          map[string]string
+		wantErr     error
+		features    map[string]string
+		invalidKeys []string
+		postInstall bool
+	}{
+		{name: "bad_key_dropped_alone",
+			in:       map[string]string{"qrexec": "1", "bad key!": "1", "supported-service.x": "1"},
+			features: map[string]string{"qrexec": "1", "supported-service.x": "1"}, invalidKeys: []string{"bad key!"},
+			postInstall: true},
+		{name: "bad_keys_sorted",
+			in: map[string]string{
+				"qrexec": "1", "supported-feature.a/b": "1", "": "1", "x y": "1", "über": "1",
+				"boot-mode.kernelopts.a b": "x", "supported-rpc.q\x00": "1",
+			},
+			features:    map[string]string{"qrexec": "1"},
+			invalidKeys: []string{"", "boot-mode.kernelopts.a b", "supported-feature.a/b", "supported-rpc.q\x00", "x y", "über"},
+			postInstall: true},
+		{name: "only_bad_keys",
+			in:          map[string]string{"qrexec!": "1", "gui\n": "1"},
+			features:    map[string]string{},
+			invalidKeys: []string{"gui\n", "qrexec!"}},
+		{name: "bad_value_under_bad_key_refuses_all",
+			in:      map[string]string{"qrexec": "1", "bad key!": "$x"},
+			wantErr: ErrInvalidRequest},
+		{name: "bad_value_refuses_all_despite_bad_key",
+			in:      map[string]string{"qrexec": "1", "bad key!": "1", "gui": "1;reboot"},
+			wantErr: ErrInvalidRequest},
+		{name: "notify_tools_reads_fixed_keys_only", notify: true,
+			in:       map[string]string{"qrexec": "1", "bad key!": "1", "supported-service.x": "1"},
+			features: map[string]string{"qrexec": "1"}, postInstall: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm, rec := newVM(t, "vm", nil)
+			handle := HandleFeaturesRequest
+			if tc.notify {
+				handle = HandleNotifyTools
+			}
+			res, err := handle(vm, raw(tc.in))
+			if tc.wantErr != nil {
+				assert.ErrorIs(t, err, tc.wantErr)
+				assert.Equal(t, Result{}, res)
+				assert.Empty(t, rec.events, "nothing changes")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.features, vm.f.All())
+			assert.Equal(t, tc.invalidKeys, res.InvalidKeys)
+			assert.Empty(t, res.Rejected, "invalid keys are not rejected values")
+			assert.Equal(t, tc.postInstall, res.PostInstall)
+		})
+	}
 }
 
 // withFeatures returns a copy of v using f, so two VMs can be compared

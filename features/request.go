@@ -34,7 +34,13 @@ type Result struct {
 	// Rejected lists, sorted, the requested keys that are understood but
 	// whose values failed their check and were left out (Qubes logs a
 	// warning for these). Keys nobody handles are ignored, not listed.
+	// Every entry is a valid feature name.
 	Rejected []string
+	// InvalidKeys lists, sorted, the request's keys that are not valid
+	// feature names (ValidName): their entries were dropped before any
+	// handler ran, and the rest of the request was applied. The keys are
+	// the VM's bytes as sent, so quote them (%q) when printing them.
+	InvalidKeys []string
 }
 
 // requestSafe is the set of characters a qubes.FeaturesRequest value may
@@ -48,24 +54,28 @@ const (
 var notifyToolsKeys = []string{"qrexec", "gui", "gui-emulated", "default-user", "os"}
 
 // ParseFeaturesRequest validates an untrusted qubes.FeaturesRequest (the
-// VM's /features-request/ entries, keyed without that prefix) as a whole:
-// every value must be strict ASCII and use only letters, digits and
-// "-.,_= "; every key must be a valid feature name (Qubes does not check
-// keys; we do, since keys such as supported-feature.<x> become feature
-// names). One bad entry refuses the whole request with ErrInvalidRequest.
-func ParseFeaturesRequest(untrusted map[string][]byte) (map[string]string, error) {
-	req := make(map[string]string, len(untrusted))
+// VM's /features-request/ entries, keyed without that prefix). Every value,
+// whatever its key, must be strict ASCII and use only letters, digits and
+// "-.,_= ", as in Qubes' qubes_features_request (qubes/api/misc.py): one
+// bad value refuses the whole request with ErrInvalidRequest. Keys Qubes
+// does not check; here an entry whose key is not a valid feature name
+// (ValidName) is dropped alone, since keys such as supported-feature.<x>
+// become feature names. It returns the valid entries and, sorted, the
+// dropped keys.
+func ParseFeaturesRequest(untrusted map[string][]byte) (req map[string]string, invalidKeys []string, err error) {
+	req = make(map[string]string, len(untrusted))
 	for _, key := range sortedKeys(untrusted) {
-		if err := ValidName(key); err != nil {
-			return nil, fmt.Errorf("%w: key: %w", ErrInvalidRequest, err)
-		}
 		v, err := checkRequestValue(key, untrusted[key], requestSafe)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if ValidName(key) != nil {
+			invalidKeys = append(invalidKeys, key)
+			continue
 		}
 		req[key] = v
 	}
-	return req, nil
+	return req, invalidKeys, nil
 }
 
 // ParseNotifyTools validates an untrusted legacy qubes.NotifyTools request
@@ -104,25 +114,30 @@ func checkRequestValue(key string, raw []byte, safe string) (string, error) {
 }
 
 // HandleFeaturesRequest processes a qubes.FeaturesRequest from vm's tools:
-// it validates the whole untrusted request first (ParseFeaturesRequest) and
-// changes nothing if that fails; then it applies every handler (see the
-// package documentation for the keys and their rules). The outcome depends
-// only on vm and the request, never on who calls it.
+// it validates the untrusted request first (ParseFeaturesRequest) and
+// changes nothing if a value is bad; entries whose key is not a valid
+// feature name are dropped and listed in Result.InvalidKeys. Then it
+// applies every handler to the remaining entries (see the package
+// documentation for the keys and their rules). The outcome depends only on
+// vm and the request, never on who calls it.
 //
 // If a change fails (a hook vetoes it, a property setter refuses) the error
 // is returned at once; changes made before it stay, as in Qubes, and the
 // caller should not save.
 func HandleFeaturesRequest(vm Guest, untrusted map[string][]byte) (Result, error) {
-	req, err := ParseFeaturesRequest(untrusted)
+	req, invalidKeys, err := ParseFeaturesRequest(untrusted)
 	if err != nil {
 		return Result{}, err
 	}
-	return apply(vm, req)
+	res, err := apply(vm, req)
+	res.InvalidKeys = invalidKeys
+	return res, err
 }
 
 // HandleNotifyTools processes a legacy qubes.NotifyTools request: it reads
 // the fixed keys with ParseNotifyTools and then takes the same path as
-// HandleFeaturesRequest.
+// HandleFeaturesRequest. Other entries are never read, so its
+// Result.InvalidKeys is always empty.
 func HandleNotifyTools(vm Guest, untrusted map[string][]byte) (Result, error) {
 	req, err := ParseNotifyTools(untrusted)
 	if err != nil {
