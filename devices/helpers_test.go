@@ -167,12 +167,6 @@ func (f *fixture) attach(t *testing.T) {
 	require.NoError(t, f.bus.Attach(f.ctx, "vm", f.dev, map[string]string{}))
 }
 
-// detach is the reverse of attach.
-func (f *fixture) detach(t *testing.T) {
-	t.Helper()
-	require.NoError(t, f.bus.Detach(f.ctx, "vm", f.dev.Port()))
-}
-
 func (f *fixture) with(mode Mode) Assignment {
 	a := f.assign
 	a.Mode = mode
