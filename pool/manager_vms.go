@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 
 	"github.com/vmpool/vmpool/storage"
 )
@@ -68,6 +69,50 @@ func (m *Manager) withVM(vm, op string, fn func(*storage.Set) error) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%s VM %s: %w", op, vm, err)
+	}
+	return nil
+}
+
+// StopStorage stops the storage of every VM for which running returns
+// false, as qubesd does for all halted qubes when it starts (Qubes'
+// stop_storage): after a crash of the host or of the caller, an origin
+// commits what it holds and the images of snapshot and volatile volumes
+// are discarded, so the next start of such a VM is a clean one. Only the
+// caller knows which VMs still run after its own restart: a nil running
+// means none does. The VMs are stopped concurrently; the state is saved
+// once at the end, and the failures of all VMs are returned joined.
+func (m *Manager) StopStorage(ctx context.Context, running func(vm string) bool) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	var halted []string
+	for _, vm := range slices.Sorted(maps.Keys(m.vms)) {
+		if running == nil || !running(vm) {
+			halted = append(halted, vm)
+		}
+	}
+	errs := make([]error, len(halted))
+	var wg sync.WaitGroup
+	for i, vm := range halted {
+		set, err := m.vmVolumes(vm)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		wg.Go(func() {
+			if err := set.Stop(ctx); err != nil {
+				errs[i] = fmt.Errorf("stop VM %s: %w", vm, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := m.save(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop storage: %w", err)
 	}
 	return nil
 }

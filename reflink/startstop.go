@@ -14,8 +14,10 @@ import (
 // Start prepares the dirty image: an origin renames its precache (or
 // clones its clean image if the precache is missing or stale), a snapshot
 // hard-links its source's clean image and clones it, a volatile volume gets
-// an empty sparse image. A dirty image that exists already (a crash, a
-// double start) is kept.
+// an empty sparse image. As in Qubes (is_dirty is save_on_stop and a dirty
+// image), only a save_on_stop volume resumes a dirty image that exists
+// already (a crash, a double start); a snapshot or volatile volume discards
+// it and starts fresh.
 func (v *volume) Start(ctx context.Context) error {
 	return v.do(ctx, "start", func() error { return v.start(ctx) })
 }
@@ -42,7 +44,7 @@ func (v *volume) start(ctx context.Context) error {
 		}
 		return v.p.rename(v.clean, v.dirty)
 	}
-	if exists(v.dirty) {
+	if v.isDirty() {
 		return nil
 	}
 	switch v.cfg.Kind() {
@@ -51,6 +53,9 @@ func (v *volume) start(ctx context.Context) error {
 	case storage.Origin:
 		return v.startOrigin(ctx)
 	default:
+		if err := v.p.discard(v.dirty); err != nil {
+			return err
+		}
 		return v.p.createSparse(v.dirty, v.conf().Size)
 	}
 }
@@ -63,8 +68,12 @@ func (v *volume) startSnapshot(ctx context.Context) error {
 	if !exists(src) {
 		return fmt.Errorf("%w: missing image file %q of source %s", storage.ErrNotFound, src, v.cfg.Source)
 	}
-	if err := v.p.discard(v.clean); err != nil {
-		return err
+	// A stale running image (a crash, a double start) is discarded: the
+	// worker deletes it, off the start path.
+	for _, path := range []string{v.dirty, v.clean} {
+		if err := v.p.discard(path); err != nil {
+			return err
+		}
 	}
 	if err := v.p.link(src, v.clean); err != nil {
 		return err

@@ -271,9 +271,11 @@ func (v *volume) Verify(ctx context.Context) error {
 func (v *volume) IsRunning(ctx context.Context) (bool, error) { return exists(v.dirty), nil }
 
 // IsDirty reports whether a save_on_stop volume has a dirty image.
-func (v *volume) IsDirty(ctx context.Context) (bool, error) {
-	return v.cfg.SaveOnStop && exists(v.dirty), nil
-}
+func (v *volume) IsDirty(ctx context.Context) (bool, error) { return v.isDirty(), nil }
+
+// isDirty is Qubes' is_dirty: a save_on_stop volume with a dirty image,
+// whose data a start resumes and a stop commits.
+func (v *volume) isDirty() bool { return v.cfg.SaveOnStop && exists(v.dirty) }
 
 // IsOutdated reports whether a running snapshot's clean image (a hard
 // link to its source's clean image at start) is no longer the source's

@@ -31,12 +31,20 @@
 // image (the dirty image) receives the VM's writes; the committed image
 // (the clean image) is what the volume held at its last commit and is never
 // changed in place. "Running" is a fact on disk — the dirty image exists —
-// so a crash between Start and Stop leaves a volume that is still running
-// and whose uncommitted data the next Start resumes.
+// so a crash between Start and Stop leaves a volume that is still running.
 //
-// A volume is dirty when it is an origin (save_on_stop) and running: it
-// holds data that Stop has not committed yet. Only Revert refuses a dirty
-// volume (ErrDirty); resizing a running volume is allowed, as in Qubes.
+// A volume is dirty when it is save_on_stop and running: it holds data
+// that Stop has not committed yet (Qubes' is_dirty). Start resumes a dirty
+// volume: its uncommitted data is kept for the VM. Start never resumes a
+// snapshot or volatile volume: a second start, or the first start after a
+// crash, gives a snapshot a fresh copy of its source and a volatile volume
+// a fresh empty image, as in Qubes. Only Revert refuses a dirty volume
+// (ErrDirty); resizing a running volume is allowed, as in Qubes.
+//
+// After its own restart, a caller stops the storage of every VM it knows
+// not to run (Qubes' stop_storage when qubesd starts): an origin commits
+// what it holds and snapshot and volatile images are discarded.
+// pool.Manager.StopStorage does this.
 //
 // A commit makes the dirty image the new clean image. Before it does, the
 // old clean image is kept as a revision, unless revisions_to_keep is 0;

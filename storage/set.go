@@ -29,19 +29,21 @@ func (s *Set) Verify(ctx context.Context) error {
 // Start verifies all volumes, then starts them concurrently. If any start
 // fails, the volumes this call started are aborted (discarded without a
 // commit, so no revision is created or pruned) and the error is returned;
-// a volume that was already running before the call (resumed after a
-// crash) keeps its running image.
+// a volume that was dirty before the call (an origin whose uncommitted
+// data the start resumed after a crash) keeps its running image. A snapshot
+// or volatile volume that ran before the call started fresh, so its old
+// image is gone either way, and it is aborted like the others.
 func (s *Set) Start(ctx context.Context) error {
 	if err := s.Verify(ctx); err != nil {
 		return err
 	}
-	wasRunning := make([]bool, len(s.volumes))
+	wasDirty := make([]bool, len(s.volumes))
 	for i, v := range s.volumes {
-		running, err := v.IsRunning(ctx)
+		dirty, err := v.IsDirty(ctx)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", v.Config().VID, err)
 		}
-		wasRunning[i] = running
+		wasDirty[i] = dirty
 	}
 	started := make([]bool, len(s.volumes))
 	err := s.eachIndex(ctx, func(ctx context.Context, i int, v Volume) error {
@@ -59,7 +61,7 @@ func (s *Set) Start(ctx context.Context) error {
 	rollback := context.WithoutCancel(ctx)
 	var errs []error
 	for i, v := range s.volumes {
-		if started[i] && !wasRunning[i] {
+		if started[i] && !wasDirty[i] {
 			if aerr := v.Abort(rollback); aerr != nil {
 				errs = append(errs, fmt.Errorf("roll back %s: %w", v.Config().VID, aerr))
 			}

@@ -17,6 +17,7 @@ type fakeVolume struct {
 
 	mu                  sync.Mutex
 	running             bool
+	saveOnStop          bool
 	startErr, verifyErr error
 	calls               []string
 }
@@ -30,6 +31,9 @@ func (f *fakeVolume) record(op string) {
 func (f *fakeVolume) Verify(context.Context) error { f.record("verify"); return f.verifyErr }
 func (f *fakeVolume) IsRunning(context.Context) (bool, error) {
 	return f.running, nil
+}
+func (f *fakeVolume) IsDirty(context.Context) (bool, error) {
+	return f.saveOnStop && f.running, nil
 }
 func (f *fakeVolume) Start(context.Context) error {
 	f.record("start")
@@ -55,13 +59,16 @@ func TestSetStart(t *testing.T) {
 func TestSetStartFailureAbortsWithoutCommit(t *testing.T) {
 	boom := errors.New("boom")
 	ok := &fakeVolume{vid: "ok"}
-	resumed := &fakeVolume{vid: "resumed", running: true}
+	resumed := &fakeVolume{vid: "resumed", running: true, saveOnStop: true}
+	restarted := &fakeVolume{vid: "restarted", running: true} // a snapshot: started fresh
 	failing := &fakeVolume{vid: "failing", startErr: boom}
-	err := NewSet(ok, resumed, failing).Start(context.Background())
+	err := NewSet(ok, resumed, restarted, failing).Start(context.Background())
 	require.ErrorIs(t, err, boom)
 	assert.Equal(t, []string{"verify", "start", "abort"}, ok.calls, "a volume this start began is aborted, not stopped")
-	assert.Equal(t, []string{"verify", "start"}, resumed.calls, "a resumed volume keeps its running image")
+	assert.Equal(t, []string{"verify", "start"}, resumed.calls, "a resumed origin keeps its running image")
 	assert.True(t, resumed.running)
+	assert.Equal(t, []string{"verify", "start", "abort"}, restarted.calls, "a snapshot that ran before started fresh and is aborted")
+	assert.False(t, restarted.running)
 	assert.Equal(t, []string{"verify", "start"}, failing.calls)
 }
 

@@ -186,8 +186,10 @@ type Volume interface {
 	Remove(ctx context.Context) error
 	// Verify checks that the images Start needs exist (ErrNotFound).
 	Verify(ctx context.Context) error
-	// Start prepares the volume for its VM. A volume that is still running
-	// after a crash is resumed: its uncommitted data is kept.
+	// Start prepares the volume for its VM. A dirty volume (save_on_stop,
+	// still running after a crash or a double start) is resumed: its
+	// uncommitted data is kept. A snapshot or volatile volume always starts
+	// fresh, whatever running image it had.
 	Start(ctx context.Context) error
 	// Stop ends a run: an origin commits, a snapshot or volatile volume is
 	// discarded. Stopping a stopped volume does nothing.
@@ -198,7 +200,8 @@ type Volume interface {
 
 	// IsRunning reports whether the volume's running image exists.
 	IsRunning(ctx context.Context) (bool, error)
-	// IsDirty reports whether an origin holds data not yet committed.
+	// IsDirty reports whether a save_on_stop volume holds data not yet
+	// committed: it runs.
 	IsDirty(ctx context.Context) (bool, error)
 	// IsOutdated reports whether a running snapshot's source has changed
 	// since the snapshot started.

@@ -124,13 +124,17 @@ func setStartFailsRollback(e *env) {
 	require.NoError(t, fx.set().Stop(e.ctx))
 }
 
-// setResumedKept: a volume that was running before the failed start (its
-// VM crashed) keeps its uncommitted data through the rollback.
+// setResumedKept: after a crash of a running VM, a failed start keeps the
+// origin's uncommitted data (it was resumed) and rolls back the snapshot
+// and volatile volumes, which started fresh; the next start resumes the
+// origin and gives the others fresh content.
 func setResumedKept(e *env) {
 	t := e.t
 	fx := e.vm(true)
-	e.start(fx.private)
+	require.NoError(t, fx.set().Start(e.ctx))
 	want := e.writeBlocks(fx.private, fx.privData, 0x65, mib)
+	e.writeBlocks(fx.root, fx.tplData, 0x66, 0, mib)
+	e.writeBlocks(fx.volatile, zeros(volSize), 0x67, 0, mib)
 	e.reopen()
 	fx.private, fx.root, fx.volatile, fx.extra = e.get(fx.private), e.get(fx.root), e.get(fx.volatile), e.get(fx.extra)
 	revs := e.revisionIDs(fx.private)
@@ -138,10 +142,14 @@ func setResumedKept(e *env) {
 	assert.ErrorIs(t, s.Start(e.ctx), errInjected)
 	assert.True(t, e.running(fx.private), "a resumed volume keeps running")
 	assert.True(t, e.dirty(fx.private))
-	assert.False(t, e.running(fx.root))
-	assert.False(t, e.running(fx.volatile))
+	assert.False(t, e.running(fx.root), "the snapshot started fresh and was rolled back")
+	assert.False(t, e.running(fx.volatile), "the volatile volume started fresh and was rolled back")
 	assert.Equal(t, revs, e.revisionIDs(fx.private))
 	e.checkDevice(fx.private, want, "a resumed volume keeps its data")
+	require.NoError(t, fx.set().Start(e.ctx))
+	e.checkDevice(fx.private, want, "resumed again")
+	e.checkDevice(fx.root, fx.tplData, "the snapshot is fresh")
+	e.checkDevice(fx.volatile, zeros(volSize), "the volatile volume is fresh")
 	require.NoError(t, fx.set().Stop(e.ctx))
 	e.checkExport(fx.private, want, "committed after the rollback")
 }
