@@ -27,7 +27,9 @@ func (v *volume) Export(ctx context.Context) (string, error) {
 func (v *volume) ExportEnd(ctx context.Context, path string) error { return nil }
 
 // ImportData makes an empty sparse import image of size bytes and returns
-// its path. The volume must be save_on_stop and not running.
+// its path. The volume must be save_on_stop; if it runs, the import
+// becomes its committed image and the VM keeps its running image, as in
+// Qubes (not with snapshots disabled: storage.ErrRunning).
 func (v *volume) ImportData(ctx context.Context, size int64) (string, error) {
 	if size < 0 {
 		return "", v.wrap("import data", fmt.Errorf("%w: negative size %d", storage.ErrInvalidConfig, size))
@@ -48,8 +50,10 @@ func (v *volume) checkImport() error {
 	if !v.cfg.SaveOnStop {
 		return fmt.Errorf("cannot import: %s is not save_on_stop: %w", v.cfg.VID, storage.ErrUnsupported)
 	}
-	if exists(v.dirty) {
-		return fmt.Errorf("cannot import data to running volume %s, stop it first: %w", v.cfg.VID, storage.ErrDirty)
+	// A running volume takes the import as its committed image, as in
+	// Qubes; only one running with snapshots disabled has none.
+	if v.cfg.SnapshotsDisabled() && exists(v.dirty) {
+		return fmt.Errorf("it runs with snapshots disabled, so it has no committed image to replace; stop it first: %w", storage.ErrRunning)
 	}
 	return nil
 }

@@ -45,8 +45,9 @@ func (Driver) Parameters() []storage.Parameter {
 }
 
 // Open validates the parameters and returns the pool. If dir_path exists,
-// the pool locks it (waiting until ctx ends; then storage.ErrInUse) and its
-// worker starts deleting the "~" files a crash left.
+// the pool locks it (waiting until ctx ends; then storage.ErrInUse). Open
+// deletes nothing: the "~" files a crash left are a volume's to clean up,
+// once InitVolume registers it.
 func (d Driver) Open(ctx context.Context, cfg storage.PoolConfig) (storage.Pool, error) {
 	p, err := newPool(cfg)
 	if err != nil {
@@ -179,8 +180,10 @@ func pyBool(b bool) string {
 	return "False"
 }
 
-// lockAndRecover locks the pool directory, checks reflink support and has
-// the worker delete the "~" files left in the tree.
+// lockAndRecover locks the pool directory and checks reflink support.
+// The "~" files a crash left are not looked for here: InitVolume hands
+// each registered volume's own to the worker, and nothing else in the tree
+// is the pool's to delete.
 func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -189,7 +192,7 @@ func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	}
 	l, err := fsutil.LockPath(ctx, p.dir)
 	if errors.Is(err, fsutil.ErrLocked) {
-		return fmt.Errorf("%w: %v", storage.ErrInUse, err)
+		return fmt.Errorf("%w: %w", storage.ErrInUse, err)
 	}
 	if err != nil {
 		return err
@@ -197,18 +200,6 @@ func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	p.lock = l
 	ok, err := fsutil.ReflinkSupported(p.dir)
 	p.reflinkOK.Store(err == nil && ok)
-	for _, prefix := range dirPrefixes {
-		vmDirs, _ := os.ReadDir(filepath.Join(p.dir, prefix))
-		for _, vmDir := range vmDirs {
-			dir := filepath.Join(p.dir, prefix, vmDir.Name())
-			entries, _ := os.ReadDir(dir)
-			for _, e := range entries {
-				if fsutil.IsTemp(e.Name()) {
-					p.worker.remove(filepath.Join(dir, e.Name()))
-				}
-			}
-		}
-	}
 	return nil
 }
 
@@ -252,7 +243,8 @@ func (p *reflinkPool) Config() map[string]string {
 }
 
 // Capabilities: any number of revisions, revert, snapshot-then-commit,
-// outdated snapshots; Reflink as found on the pool's filesystem.
+// outdated snapshots, imports into running volumes; Reflink as found on
+// the pool's filesystem.
 func (p *reflinkPool) Capabilities() storage.Capabilities {
 	return storage.Capabilities{
 		MaxRevisions:   -1,
@@ -260,6 +252,7 @@ func (p *reflinkPool) Capabilities() storage.Capabilities {
 		SnapshotCommit: true,
 		Outdated:       true,
 		Reflink:        p.reflinkOK.Load() && !p.noReflink.Load(),
+		ImportRunning:  true,
 	}
 }
 
@@ -306,11 +299,13 @@ func (p *reflinkPool) setup(ctx context.Context) error {
 // Destroy does nothing, as in Qubes: the images stay.
 func (p *reflinkPool) Destroy(ctx context.Context) error { return nil }
 
-// Usage reports the filesystem's size and use (statvfs), as Qubes does.
+// Usage reports the filesystem's size and use (statvfs), as Qubes does;
+// with the pool's directory missing, Unavailable and no figures, as
+// Qubes' usage_details gives {} then.
 func (p *reflinkPool) Usage(ctx context.Context) (storage.PoolUsage, error) {
 	size, used, err := fsutil.Usage(p.dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		err = fmt.Errorf("%w: %v", storage.ErrNotFound, err)
+		return storage.PoolUsage{Unavailable: true}, nil
 	}
 	if err != nil {
 		return storage.PoolUsage{}, &storage.Error{Op: "usage", Pool: p.name, Err: err}
@@ -386,8 +381,10 @@ func parseVID(vid string) (vm, volume string, err error) {
 // InitVolume registers a volume from its configuration without touching
 // the disk. The vid must be appvms/VM/NAME or vm-templates/VM/NAME, NAME
 // equal to cfg.Name (filled in from the vid when empty); a snap_on_start
-// source is a vid of this pool. Origin volumes get their precache prepared
-// in the background if it is missing.
+// source is a vid of this pool. In the background, the worker deletes the
+// volume's own "~" files a crash left (nothing else: a user's notes~old
+// beside the images stays) and prepares an origin's precache if it is
+// missing.
 func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) {
 	fail := func(err error) (storage.Volume, error) {
 		return nil, &storage.Error{Op: "init volume", Pool: p.name, VID: cfg.VID, Err: err}
@@ -438,6 +435,10 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 	}
 	p.volumes[cfg.VID] = v
 	p.mu.Unlock()
+	if err := v.queueTemps(); err != nil {
+		// The next operation on the volume reports what is wrong.
+		p.log.Warn().Err(err).Str("vid", cfg.VID).Msg("list leftovers")
+	}
 	if v.pre != nil {
 		p.worker.precache(v.pre)
 	}

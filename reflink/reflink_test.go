@@ -323,6 +323,11 @@ func FuzzParseVID(f *testing.F) {
 // TestLeftoversRemovedAtOpen simulates a crash that left temporary files
 // and discarded revisions: the next Open's worker deletes them, and a
 // commit cut short after its hard link does not add a second revision.
+// TestLeftoversRemovedAtOpen: after a crash, registering a volume hands
+// its own "~" files to the worker; a user's files beside the images
+// (notes~old, firewall.xml~) and the files of a volume nobody registered
+// survive Open, start, stop and remove of every volume (Qubes removes only
+// <volume>*.img*~* of one volume, at its create, start or remove).
 func TestLeftoversRemovedAtOpen(t *testing.T) {
 	ctx := context.Background()
 	tp := newTestPool(t, loopfs.Btrfs, nil)
@@ -332,19 +337,28 @@ func TestLeftoversRemovedAtOpen(t *testing.T) {
 	require.NoError(t, tp.Close())
 
 	// The crash: a copy's temporary file, a discarded revision, and a commit
-	// that made its link and stopped.
+	// that made its link and stopped; beside them, files that are not the
+	// pool's.
 	dir := filepath.Dir(v.clean)
 	for _, name := range []string{"private.img~123", "private.img.1@2018-01-02T03:04:05Z~abc", "private-precache.img~x"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600))
+	}
+	theirs := []string{"appvms/a/notes~old", "appvms/a/firewall.xml~", "appvms/a/other.img~1", "appvms/b/private.img~2"}
+	require.NoError(t, os.Mkdir(filepath.Join(tp.dir, "appvms", "b"), 0o755))
+	for _, name := range theirs {
+		require.NoError(t, os.WriteFile(filepath.Join(tp.dir, name), []byte("keep"), 0o600))
 	}
 	st, err := os.Stat(v.clean)
 	require.NoError(t, err)
 	require.NoError(t, os.Link(v.clean, revisionPath(v.clean, 1, st.ModTime())))
 
 	tp2 := openTestPool(t, tp.dir, nil, false)
+	require.NoError(t, tp2.Flush(ctx))
+	assert.FileExists(t, filepath.Join(dir, "private.img~123"), "Open alone deletes nothing")
 	v2 := tp2.volume(t, v.Config())
-	assert.Equal(t, []string{"appvms/", "appvms/a/", "appvms/a/private-dirty.img", "appvms/a/private.img", "appvms/a/private.img.1@TS", "vm-templates/"},
-		shape(tp2.tree(t)), "the worker removed the ~ files; no precache while running")
+	assert.Equal(t, []string{"appvms/", "appvms/a/", "appvms/a/firewall.xml~", "appvms/a/notes~old", "appvms/a/other.img~1",
+		"appvms/a/private-dirty.img", "appvms/a/private.img", "appvms/a/private.img.1@TS", "appvms/b/", "appvms/b/private.img~2", "vm-templates/"},
+		shape(tp2.tree(t)), "the worker removed the registered volume's ~ files only; no precache while running")
 	dirty, err := v2.IsDirty(ctx)
 	require.NoError(t, err)
 	assert.True(t, dirty, "the crashed volume still runs")
@@ -353,6 +367,29 @@ func TestLeftoversRemovedAtOpen(t *testing.T) {
 	revs, err := v2.Revisions(ctx)
 	require.NoError(t, err)
 	assert.Len(t, revs, 1, "the repeated commit adds no second link of the same image")
+
+	// Every operation of every kind of volume leaves the user's files alone.
+	keep := 1
+	tpl := tp2.volume(t, storage.VolumeConfig{VID: "vm-templates/t/root", SaveOnStop: true, RW: true, Size: 1 << 20, RevisionsToKeep: &keep})
+	require.NoError(t, tpl.Create(ctx))
+	root := tp2.volume(t, storage.VolumeConfig{VID: "appvms/a/root", SnapOnStart: true, Source: tpl.Config().VID, RW: true, Size: 1 << 20})
+	vol := tp2.volume(t, storage.VolumeConfig{VID: "appvms/a/volatile", RW: true, Size: 1 << 20})
+	all := []*volume{v2, root, vol}
+	for _, x := range all {
+		require.NoError(t, x.Create(ctx))
+		require.NoError(t, x.Start(ctx))
+		require.NoError(t, x.Stop(ctx))
+	}
+	for _, x := range append(all, tpl) {
+		require.NoError(t, x.Remove(ctx))
+	}
+	require.NoError(t, tp2.Flush(ctx))
+	for _, name := range theirs {
+		data, err := os.ReadFile(filepath.Join(tp.dir, name))
+		if assert.NoError(t, err, "%s survives", name) {
+			assert.Equal(t, "keep", string(data))
+		}
+	}
 }
 
 func TestSecondOpenWaitsForLock(t *testing.T) {
@@ -473,4 +510,33 @@ func TestImportVolumeAcrossFilesystems(t *testing.T) {
 	revs, err := dst.Revisions(ctx)
 	require.NoError(t, err)
 	assert.Len(t, revs, 1, "the import is committed with a revision")
+}
+
+// TestUsageMissingDir: a pool whose directory is missing (an unmounted
+// mount point) reports no figures rather than an error, as Qubes'
+// usage_details returns {} then.
+func TestUsageMissingDir(t *testing.T) {
+	p, err := Driver{}.Open(t.Context(), storage.PoolConfig{Name: "gone", Params: map[string]string{"dir_path": filepath.Join(t.TempDir(), "missing")}})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, p.Close()) }()
+	u, err := p.Usage(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, storage.PoolUsage{Unavailable: true}, u)
+}
+
+// TestImportRunningSnapshotsDisabled: a volume running with snapshots
+// disabled has no committed image for an import to replace: ErrRunning,
+// and nothing changes.
+func TestImportRunningSnapshotsDisabled(t *testing.T) {
+	ctx := t.Context()
+	tp := openTestPool(t, filepath.Join(t.TempDir(), "pool"), map[string]string{"setup_check": "no"}, true)
+	off := -1
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20, RevisionsToKeep: &off})
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, v.Start(ctx))
+	before := tp.tree(t)
+	_, err := v.ImportData(ctx, 1<<20)
+	assert.ErrorIs(t, err, storage.ErrRunning)
+	assert.Equal(t, before, tp.tree(t), "nothing changed")
+	require.NoError(t, v.Stop(ctx))
 }

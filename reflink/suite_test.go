@@ -106,7 +106,7 @@ func runSuite(t *testing.T, typ loopfs.Type, params map[string]string, caps stor
 }
 
 // reflinkCaps is what file-reflink can do on a filesystem with reflinks.
-var reflinkCaps = storage.Capabilities{MaxRevisions: -1, Revert: true, SnapshotCommit: true, Outdated: true, Reflink: true}
+var reflinkCaps = storage.Capabilities{MaxRevisions: -1, Revert: true, SnapshotCommit: true, Outdated: true, Reflink: true, ImportRunning: true}
 
 func TestSuiteBtrfs(t *testing.T) {
 	t.Parallel()

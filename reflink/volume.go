@@ -172,16 +172,25 @@ func (v *volume) ownTemps() ([]string, error) {
 	return out, nil
 }
 
-// handOverTemps gives this volume's "~" files and a pending import to the
-// worker: Qubes deletes them at start (_remove_incomplete_images), vmpool
-// does so off the start path. Needs sem.
-func (v *volume) handOverTemps() error {
+// queueTemps gives this volume's "~" files to the worker. InitVolume
+// calls it (the first Open after a crash), and so does Start.
+func (v *volume) queueTemps() error {
 	temps, err := v.ownTemps()
 	if err != nil {
 		return err
 	}
 	for _, t := range temps {
 		v.p.worker.remove(t)
+	}
+	return nil
+}
+
+// handOverTemps gives this volume's "~" files and a pending import to the
+// worker: Qubes deletes them at start (_remove_incomplete_images), vmpool
+// does so off the start path. Needs sem.
+func (v *volume) handOverTemps() error {
+	if err := v.queueTemps(); err != nil {
+		return err
 	}
 	return v.p.discard(v.importPath)
 }

@@ -54,12 +54,24 @@ type Capabilities struct {
 	// Reflink tells whether copies inside the pool share extents (FICLONE)
 	// instead of copying data.
 	Reflink bool
+	// ImportRunning tells whether ImportData and ImportVolume accept a
+	// running volume, as Qubes' file drivers do (admin.vm.volume.Clear and
+	// CloneTo work on a running qube): the import becomes the committed
+	// state and the VM keeps its running image, which its stop commits
+	// over the import. Without it, such an import is ErrRunning (Qubes'
+	// lvm_thin).
+	ImportRunning bool
 }
 
 // PoolUsage is the space a pool has and uses, in bytes.
 type PoolUsage struct {
-	DataSize  int64
-	DataUsage int64
+	// Unavailable is set when the pool cannot measure itself now (a
+	// file-reflink pool whose directory is missing, e.g. an unmounted
+	// mount point); the figures are zero then, and Qubes reports none
+	// rather than an error, so qvm-pool info still works.
+	Unavailable bool
+	DataSize    int64
+	DataUsage   int64
 	// Extra holds driver-specific figures (lvm_thin: metadata_size,
 	// metadata_usage).
 	Extra map[string]int64
@@ -82,7 +94,8 @@ type Pool interface {
 	Setup(ctx context.Context) error
 	// Destroy removes what Setup made, where the driver does so.
 	Destroy(ctx context.Context) error
-	// Usage reports the pool's size and use.
+	// Usage reports the pool's size and use; a pool that cannot measure
+	// itself now reports PoolUsage.Unavailable, not an error.
 	Usage(ctx context.Context) (PoolUsage, error)
 
 	// InitVolume makes a Volume from its configuration without touching the

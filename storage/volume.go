@@ -226,11 +226,14 @@ type Volume interface {
 	// ExportEnd releases a path returned by Export.
 	ExportEnd(ctx context.Context, path string) error
 	// ImportData returns a writable path of size bytes; ImportDataEnd
-	// commits what was written there, or discards it.
+	// commits what was written there, or discards it. A running volume
+	// takes the import as its committed state and keeps its running image
+	// where Capabilities.ImportRunning says so; else it is ErrRunning.
 	ImportData(ctx context.Context, size int64) (string, error)
 	// ImportDataEnd ends an ImportData: success commits, failure discards.
 	ImportDataEnd(ctx context.Context, success bool) error
 	// ImportVolume replaces the volume's committed data with src's; the
-	// volume's size follows src's.
+	// volume's size follows src's. A running volume is treated as by
+	// ImportData.
 	ImportVolume(ctx context.Context, src Volume) error
 }

@@ -392,7 +392,7 @@ func vmList(e *env, _ []string) error {
 // its size and usage when known.
 func poolInfoOf(e *env, p storage.Pool) poolDoc {
 	doc := poolDoc{Name: p.Name(), Driver: p.Driver(), Config: p.Config()}
-	if u, err := p.Usage(e.ctx); err == nil {
+	if u, err := p.Usage(e.ctx); err == nil && !u.Unavailable {
 		doc.Size, doc.Usage = &u.DataSize, &u.DataUsage
 	}
 	return doc

@@ -113,6 +113,7 @@ var kindCases = []struct {
 	{"import_data_failed", kindImportDataFailed},
 	{"import_data_empty", kindImportDataEmpty},
 	{"import_volume", kindImportVolume},
+	{"import_running", kindImportRunning},
 	{"is_dirty", kindIsDirty},
 	{"is_outdated", kindIsOutdated},
 	{"remove", kindRemove},
@@ -502,6 +503,45 @@ func kindImportVolume(f *kindFixture) {
 	f.stop(v)
 	f.checkExport(other, otherData, "the source of an import")
 	assert.False(t, f.running(other))
+}
+
+// kindImportRunning: an import into a running volume (Qubes'
+// admin.vm.volume.Clear and CloneTo on a running qube) becomes the
+// committed state while the VM keeps its running image, which the stop
+// then commits over it; a driver without Caps.ImportRunning refuses it
+// with ErrRunning and changes nothing.
+func kindImportRunning(f *kindFixture) {
+	t, v := f.t, f.v
+	if f.importRefused() {
+		return
+	}
+	f.committed = f.run(v, f.fresh(), 0xb1, 0)
+	f.start(v)
+	running := f.writeBlocks(v, f.fresh(), 0xb2, mib)
+	other := f.create(f.originConf(f.vid("other", "private"), volSize, f.keep(1)))
+	otherData := f.run(other, zeros(volSize), 0xb3, 2*mib)
+	imported := zeros(volSize).with(3*mib, 0xb4)
+	if !f.cfg.Caps.ImportRunning {
+		before := f.state()
+		_, err := v.ImportData(f.ctx, volSize)
+		assert.ErrorIs(t, err, storage.ErrRunning, "import data into a running volume")
+		assert.ErrorIs(t, v.ImportVolume(f.ctx, other), storage.ErrRunning, "import volume into a running volume")
+		f.assertUnchanged(before, "a refused import into a running volume")
+		f.stop(v)
+		return
+	}
+	f.importData(v, imported, true)
+	f.checkExport(v, imported, "the import is the committed state")
+	f.checkDevice(v, running, "the VM keeps its running image")
+	require.NoError(t, v.ImportVolume(f.ctx, other))
+	f.checkExport(v, otherData, "the second import is the committed state")
+	f.checkDevice(v, running, "the VM still keeps its running image")
+	f.stop(v)
+	f.checkExport(v, running, "the stop commits the running image over the imports")
+	if f.kind == storage.Origin && f.cfg.Caps.Revert && f.keep(1) > 0 {
+		require.NoError(t, v.Revert(f.ctx, ""))
+		f.checkExport(v, otherData, "the import was kept as a revision")
+	}
 }
 
 func kindIsDirty(f *kindFixture) {
