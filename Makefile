@@ -5,6 +5,13 @@
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH):/usr/sbin:/sbin
 GO ?= go
+GOFMT ?= gofmt
+
+# staticcheck, pinned, installed by `make check` into bin/tools (again only
+# when the binary there is missing, another version or built by another Go).
+STATICCHECK_VERSION := v0.8.2
+TOOLS_BIN := $(CURDIR)/bin/tools
+STATICCHECK := $(TOOLS_BIN)/staticcheck
 
 # Packages the tests and the demo need, as command:package.
 TOOLS := mkfs.btrfs:btrfs-progs mkfs.xfs:xfsprogs mkfs.ext4:e2fsprogs losetup:util-linux blockdev:util-linux
@@ -13,7 +20,7 @@ TOOLS := mkfs.btrfs:btrfs-progs mkfs.xfs:xfsprogs mkfs.ext4:e2fsprogs losetup:ut
 FUZZTIME ?= 5s
 FUZZTIME_LONG ?= 2m
 
-.PHONY: all deps build vet test unit bench bench-smoke fuzz fuzz-smoke demo clean
+.PHONY: all deps build vet check gofmt-check staticcheck staticcheck-install test unit bench bench-smoke fuzz fuzz-smoke demo clean
 
 all: build
 
@@ -32,10 +39,32 @@ build:
 vet:
 	$(GO) vet ./...
 
-## test: the full suite, as CI runs it: real btrfs, XFS and ext4 on loop
-## devices (root), nothing skipped (VMPOOL_REQUIRE=all), the race detector,
-## a one-iteration run of every benchmark and a short run of every fuzz target.
-test: deps vet unit bench-smoke fuzz-smoke
+## check: the static checks, no root needed: go vet, gofmt (fails if a file
+## needs formatting) and staticcheck (fails on any finding).
+check: vet gofmt-check staticcheck
+
+gofmt-check:
+	@out=$$($(GOFMT) -l .); if [ -n "$$out" ]; then \
+		echo "gofmt -l: these files need formatting (run gofmt -w):"; echo "$$out"; exit 1; \
+	fi
+
+staticcheck: staticcheck-install
+	$(STATICCHECK) ./...
+
+# go version -m names the Go that built the binary and the module version.
+staticcheck-install:
+	@info=$$($(GO) version -m $(STATICCHECK) 2>/dev/null || true); \
+	if ! echo "$$info" | grep -qE "^[[:space:]]+mod[[:space:]]+honnef.co/go/tools[[:space:]]+$(STATICCHECK_VERSION)([[:space:]]|$$)" || \
+		! echo "$$info" | head -n 1 | grep -qF ": $$($(GO) env GOVERSION)"; then \
+		echo "installing staticcheck $(STATICCHECK_VERSION) into $(TOOLS_BIN)"; \
+		mkdir -p $(TOOLS_BIN) && GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
+	fi
+
+## test: the full suite, as CI runs it: the static checks first, then real
+## btrfs, XFS and ext4 on loop devices (root), nothing skipped
+## (VMPOOL_REQUIRE=all), the race detector, a one-iteration run of every
+## benchmark and a short run of every fuzz target.
+test: check deps unit bench-smoke fuzz-smoke
 
 unit:
 	VMPOOL_REQUIRE=all $(GO) test -race -count=1 -timeout 30m ./...
