@@ -72,7 +72,23 @@ type fakePool struct {
 func (p *fakePool) Name() string   { return p.name }
 func (p *fakePool) Driver() string { return fakeDriverName }
 func (p *fakePool) Config() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return map[string]string{"name": p.name, "driver": fakeDriverName, "dir_path": p.dir, "revisions_to_keep": strconv.Itoa(p.keep)}
+}
+
+func (p *fakePool) SetParameter(_ context.Context, name, value string) error {
+	if name != "revisions_to_keep" {
+		return fmt.Errorf("%w: %s cannot change", storage.ErrUnsupported, name)
+	}
+	n, err := strconv.Atoi(value)
+	if err != nil || n < -1 {
+		return fmt.Errorf("%w: revisions_to_keep %q", storage.ErrInvalidConfig, value)
+	}
+	p.mu.Lock()
+	p.keep = n
+	p.mu.Unlock()
+	return nil
 }
 func (p *fakePool) Capabilities() storage.Capabilities { return storage.Capabilities{MaxRevisions: -1} }
 
@@ -166,6 +182,17 @@ func (v *fakeVolume) path(suffix string) string {
 func exists(path string) bool { _, err := os.Stat(path); return err == nil }
 
 func (v *fakeVolume) Ephemeral() bool { return false }
+
+func (v *fakeVolume) Reconfigure(_ context.Context, ch storage.VolumeChange) error {
+	next, err := v.Config().Apply(ch)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.cfg = next
+	v.mu.Unlock()
+	return nil
+}
 func (v *fakeVolume) BlockDevice() storage.BlockDevice {
 	return storage.BlockDevice{Path: v.path("-dirty.img")}
 }

@@ -120,3 +120,34 @@ func (m *Manager) Pools() []storage.Pool {
 	}
 	return pools
 }
+
+// SetPoolParameter changes parameter key of the pool named name and saves
+// it, as qvm-pool set (admin.pool.Set.revisions_to_keep and
+// .ephemeral_volatile) does; the driver decides which parameters may
+// change (see storage.Pool.SetParameter). If the state cannot be saved,
+// the old value is put back.
+func (m *Manager) SetPoolParameter(ctx context.Context, name, key, value string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	fail := func(err error) error { return fmt.Errorf("set %s of pool %s: %w", key, name, err) }
+	p, ok := m.pools[name]
+	if !ok {
+		return fail(fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound))
+	}
+	old, had := p.Config()[key]
+	if err := p.SetParameter(ctx, key, value); err != nil {
+		return err
+	}
+	if err := m.save(); err != nil {
+		if had {
+			if uerr := p.SetParameter(context.WithoutCancel(ctx), key, old); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", uerr))
+			}
+		}
+		return fail(err)
+	}
+	return nil
+}

@@ -170,3 +170,67 @@ func (m *Manager) RevertVolume(ctx context.Context, vm, name, rev string) error 
 		return v.Revert(ctx, rev)
 	})
 }
+
+// ReconfigureVolume changes the configuration of volume name of VM vm and
+// saves it, as admin.vm.volume.Set.revisions_to_keep, .rw and .ephemeral
+// do (and a template change, for a snapshot's source). Enabling or
+// disabling snapshots (revisions_to_keep to or from -1), rw and source
+// need the VM halted (ErrRunning), and enabling or disabling snapshots
+// also needs every volume that snapshots this one stopped (Qubes checks
+// an AppVM's running disposables); a new source must be a volume of the
+// same pool (ErrNotFound). If the state cannot be saved, the change is
+// undone.
+func (m *Manager) ReconfigureVolume(ctx context.Context, vm, name string, ch storage.VolumeChange) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	fail := func(err error) error { return fmt.Errorf("configure volume %s of VM %s: %w", name, vm, err) }
+	v, err := m.volume(vm, name)
+	if err != nil {
+		return fail(err)
+	}
+	old := v.Config()
+	next, err := old.Apply(ch)
+	if err != nil {
+		return fail(err)
+	}
+	if old.TogglesSnapshots(next) || next.RW != old.RW || next.Source != old.Source {
+		if err := m.checkHalted(ctx, vm); err != nil {
+			return fail(err)
+		}
+	}
+	if old.TogglesSnapshots(next) {
+		for ovm, o := range m.allVolumes() {
+			if ocfg := o.Config(); ocfg.Pool == old.Pool && ocfg.Source == old.VID {
+				if running, err := o.IsRunning(ctx); err != nil || running {
+					return fail(errors.Join(err, fmt.Errorf("volume %s of VM %s snapshots it and runs: %w", ocfg.Name, ovm, storage.ErrRunning)))
+				}
+			}
+		}
+	}
+	if next.Source != old.Source {
+		if _, err := m.pools[old.Pool].Volume(next.Source); err != nil {
+			return fail(fmt.Errorf("source %s is not a volume of pool %s: %w", next.Source, old.Pool, storage.ErrNotFound))
+		}
+	}
+	wasEphemeral := v.Ephemeral()
+	if err := v.Reconfigure(ctx, ch); err != nil {
+		return fail(err)
+	}
+	if err := m.save(); err != nil {
+		back := storage.VolumeChange{RevisionsToKeep: old.RevisionsToKeep, RW: &old.RW}
+		if ch.Ephemeral != nil {
+			back.Ephemeral = &wasEphemeral
+		}
+		if next.Source != old.Source {
+			back.Source = &old.Source
+		}
+		if uerr := v.Reconfigure(context.WithoutCancel(ctx), back); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("undo: %w", uerr))
+		}
+		return fail(err)
+	}
+	return nil
+}

@@ -15,7 +15,7 @@ func (v *volume) Export(ctx context.Context) (string, error) {
 		return "", v.wrap("export", fmt.Errorf("cannot export: %s is not save_on_stop: %w", v.cfg.VID, storage.ErrUnsupported))
 	}
 	if !exists(v.clean) {
-		if v.cfg.SnapshotsDisabled() && exists(v.dirty) {
+		if v.conf().SnapshotsDisabled() && exists(v.dirty) {
 			return "", v.wrap("export", fmt.Errorf("it runs with snapshots disabled: %w", storage.ErrDirty))
 		}
 		return "", v.wrap("export", fmt.Errorf("%w: missing image file %q", storage.ErrNotFound, v.clean))

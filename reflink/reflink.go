@@ -65,9 +65,9 @@ func (d Driver) Open(ctx context.Context, cfg storage.PoolConfig) (storage.Pool,
 type reflinkPool struct {
 	name              string
 	dir               string
-	revisionsToKeep   int
+	revisionsToKeep   atomic.Int64 // the default of new volumes; SetParameter changes it
 	setupCheck        bool
-	ephemeralVolatile bool
+	ephemeralVolatile atomic.Bool
 	log               zerolog.Logger
 	worker            *worker
 
@@ -92,7 +92,6 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 	}
 	p := &reflinkPool{
 		name:            cfg.Name,
-		revisionsToKeep: 1,
 		setupCheck:      true,
 		log:             cfg.Logger.With().Str("pool", cfg.Name).Logger(),
 		volumes:         make(map[string]*volume),
@@ -124,12 +123,13 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 		return nil, fmt.Errorf("%w: dir_path %q: %v", storage.ErrInvalidConfig, dir, err)
 	}
 	p.dir = abs
+	p.revisionsToKeep.Store(1)
 	if s, ok := cfg.Params["revisions_to_keep"]; ok {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < -1 {
-			return nil, fmt.Errorf("%w: revisions_to_keep %q: want an integer of at least -1", storage.ErrInvalidConfig, s)
+		n, err := parseRevisionsToKeep(s)
+		if err != nil {
+			return nil, err
 		}
-		p.revisionsToKeep = n
+		p.revisionsToKeep.Store(int64(n))
 	}
 	if s, ok := cfg.Params["setup_check"]; ok {
 		b, err := parsePropertyBool(s)
@@ -143,10 +143,20 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: ephemeral_volatile: %v", storage.ErrInvalidConfig, err)
 		}
-		p.ephemeralVolatile = b
+		p.ephemeralVolatile.Store(b)
 	}
 	p.worker = newWorker(p)
 	return p, nil
+}
+
+// parseRevisionsToKeep parses a pool's revisions_to_keep: an integer of at
+// least -1.
+func parseRevisionsToKeep(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < -1 {
+		return 0, fmt.Errorf("%w: revisions_to_keep %q: want an integer of at least -1", storage.ErrInvalidConfig, s)
+	}
+	return n, nil
 }
 
 // parsePropertyBool parses as Qubes' qubes.property.bool: 0/no/false/off
@@ -237,8 +247,8 @@ func (p *reflinkPool) Config() map[string]string {
 		"name":               p.name,
 		"driver":             DriverName,
 		"dir_path":           p.dir,
-		"revisions_to_keep":  strconv.Itoa(p.revisionsToKeep),
-		"ephemeral_volatile": pyBool(p.ephemeralVolatile),
+		"revisions_to_keep":  strconv.FormatInt(p.revisionsToKeep.Load(), 10),
+		"ephemeral_volatile": pyBool(p.ephemeralVolatile.Load()),
 	}
 }
 
@@ -311,6 +321,38 @@ func (p *reflinkPool) Usage(ctx context.Context) (storage.PoolUsage, error) {
 		return storage.PoolUsage{}, &storage.Error{Op: "usage", Pool: p.name, Err: err}
 	}
 	return storage.PoolUsage{DataSize: size, DataUsage: used}, nil
+}
+
+// SetParameter changes revisions_to_keep (the default of volumes
+// registered from now on; registered ones keep theirs, as in Qubes) or
+// ephemeral_volatile (parsed as the Admin API's pool.Set does: yes/no,
+// true/false, on/off, 1/0, any case). dir_path and setup_check cannot
+// change: storage.ErrUnsupported.
+func (p *reflinkPool) SetParameter(ctx context.Context, name, value string) error {
+	fail := func(err error) error { return &storage.Error{Op: "set " + name, Pool: p.name, Err: err} }
+	if err := p.begin(); err != nil {
+		return fail(err)
+	}
+	defer p.end()
+	switch name {
+	case "revisions_to_keep":
+		n, err := parseRevisionsToKeep(value)
+		if err != nil {
+			return fail(err)
+		}
+		p.revisionsToKeep.Store(int64(n))
+	case "ephemeral_volatile":
+		b, err := parsePropertyBool(value)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %w", storage.ErrInvalidConfig, err))
+		}
+		p.ephemeralVolatile.Store(b)
+	case "dir_path", "setup_check":
+		return fail(fmt.Errorf("%s is fixed when the pool is added: %w", name, storage.ErrUnsupported))
+	default:
+		return fail(fmt.Errorf("%w: unknown parameter %q (file-reflink can change revisions_to_keep, ephemeral_volatile)", storage.ErrInvalidConfig, name))
+	}
+	return nil
 }
 
 // Volume returns the registered volume vid.
@@ -421,7 +463,7 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 		}
 	}
 	if cfg.RevisionsToKeep == nil {
-		n := p.revisionsToKeep
+		n := int(p.revisionsToKeep.Load())
 		cfg.RevisionsToKeep = &n
 	}
 	v := newVolume(p, cfg)

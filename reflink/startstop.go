@@ -62,7 +62,7 @@ func (v *volume) start(ctx context.Context) error {
 
 func (v *volume) startSnapshot(ctx context.Context) error {
 	src := v.sourceClean()
-	if sv := v.p.lookup(v.cfg.Source); sv != nil && sv.cfg.SnapshotsDisabled() && exists(sv.dirty) {
+	if sv := v.p.lookup(v.cfg.Source); sv != nil && sv.conf().SnapshotsDisabled() && exists(sv.dirty) {
 		return fmt.Errorf("source volume %s is running with snapshots disabled: %w", v.cfg.Source, storage.ErrRunning)
 	}
 	if !exists(src) {

@@ -15,15 +15,17 @@ import (
 )
 
 // volume is a file-reflink volume. Its operations are serialised by sem.
-// cfg never changes after InitVolume, except the size, which sizeMu guards
-// so that Config need not wait for an operation.
+// cfg changes only in Reconfigure, which holds sem and mu; the size
+// changes under mu alone. Code holding sem reads cfg directly; code that
+// does not (Config, Verify, IsOutdated, another volume) reads it with
+// conf, so that it need not wait for an operation.
 type volume struct {
 	p   *reflinkPool
 	sem chan struct{}
-	cfg storage.VolumeConfig // cfg.Size is not used: see size
 
-	sizeMu sync.Mutex
-	sz     int64
+	mu  sync.Mutex
+	cfg storage.VolumeConfig // cfg.Size is not used: see sz
+	sz  int64
 
 	// Paths: base is dir/vid.
 	base, clean, dirty, precache, importPath string
@@ -90,7 +92,10 @@ func (v *volume) wrap(op string, err error) error {
 // conf returns a copy of the configuration with the current configured
 // size; the copy shares no pointer with the volume.
 func (v *volume) conf() storage.VolumeConfig {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	c := v.cfg
+	c.Size = v.sz
 	if c.RevisionsToKeep != nil {
 		n := *c.RevisionsToKeep
 		c.RevisionsToKeep = &n
@@ -99,16 +104,13 @@ func (v *volume) conf() storage.VolumeConfig {
 		b := *c.Ephemeral
 		c.Ephemeral = &b
 	}
-	v.sizeMu.Lock()
-	c.Size = v.sz
-	v.sizeMu.Unlock()
 	return c
 }
 
 func (v *volume) setSize(size int64) {
-	v.sizeMu.Lock()
+	v.mu.Lock()
 	v.sz = size
-	v.sizeMu.Unlock()
+	v.mu.Unlock()
 }
 
 func (v *volume) keep() int { return *v.cfg.RevisionsToKeep }
@@ -131,7 +133,7 @@ func (v *volume) Ephemeral() bool {
 	if c.SnapOnStart || c.SaveOnStop || !c.RW {
 		return false
 	}
-	return v.p.ephemeralVolatile
+	return v.p.ephemeralVolatile.Load()
 }
 
 // BlockDevice is always the dirty image, as in Qubes.
@@ -142,7 +144,7 @@ func (v *volume) BlockDevice() storage.BlockDevice {
 
 // sourceClean returns the clean image of the snapshot source.
 func (v *volume) sourceClean() string {
-	return filepath.Join(v.p.dir, filepath.FromSlash(v.cfg.Source)) + ".img"
+	return filepath.Join(v.p.dir, filepath.FromSlash(v.conf().Source)) + ".img"
 }
 
 // ownTemps returns this volume's "~" files: temporaries of its images and
@@ -264,7 +266,7 @@ func (v *volume) Verify(ctx context.Context) error {
 		img = v.sourceClean()
 	case v.cfg.SaveOnStop:
 		img = v.clean
-		if v.cfg.SnapshotsDisabled() && exists(v.dirty) {
+		if v.conf().SnapshotsDisabled() && exists(v.dirty) {
 			img = v.dirty
 		}
 	default:
@@ -380,6 +382,48 @@ func (v *volume) Resize(ctx context.Context, size int64, opts storage.ResizeOpti
 			v.schedulePrecache()
 		}
 		v.setSize(size)
+		return nil
+	})
+}
+
+// Reconfigure applies ch: revisions_to_keep (to or from -1 only while
+// stopped), rw and a snapshot's source (only while stopped) and the
+// explicit ephemeral flag. A volume whose snapshots are enabled again gets
+// its precache prepared; a lower revisions_to_keep prunes at the next
+// commit, as in Qubes.
+func (v *volume) Reconfigure(ctx context.Context, ch storage.VolumeChange) error {
+	return v.do(ctx, "reconfigure", func() error {
+		old := v.conf()
+		next, err := old.Apply(ch)
+		if err != nil {
+			return err
+		}
+		if next.Source != old.Source {
+			if _, _, err := parseVID(next.Source); err != nil {
+				return fmt.Errorf("source: %w", err)
+			}
+			if next.Source == next.VID {
+				return fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig)
+			}
+		}
+		if exists(v.dirty) {
+			switch {
+			case old.TogglesSnapshots(next):
+				return fmt.Errorf("revisions_to_keep %d to %d enables or disables snapshots: %w", *old.RevisionsToKeep, *next.RevisionsToKeep, storage.ErrRunning)
+			case next.RW != old.RW:
+				return fmt.Errorf("rw: %w", storage.ErrRunning)
+			case next.Source != old.Source:
+				return fmt.Errorf("source: %w", storage.ErrRunning)
+			}
+		}
+		// Only the fields that may change are written: readers without sem
+		// read the others directly.
+		v.mu.Lock()
+		v.cfg.RevisionsToKeep, v.cfg.RW, v.cfg.Ephemeral, v.cfg.Source = next.RevisionsToKeep, next.RW, next.Ephemeral, next.Source
+		v.mu.Unlock()
+		if old.TogglesSnapshots(next) {
+			v.schedulePrecache()
+		}
 		return nil
 	})
 }

@@ -141,13 +141,6 @@ func (w *worker) removeNow(path string) {
 	logOp(w.log, "remove", path, "", 0, start, err)
 }
 
-// isQueued reports whether path waits for removal.
-func (w *worker) isQueued(path string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.queued[path]
-}
-
 // flush waits until the worker is idle or ctx ends.
 func (w *worker) flush(ctx context.Context) error {
 	for {

@@ -97,6 +97,13 @@ type Pool interface {
 	// Usage reports the pool's size and use; a pool that cannot measure
 	// itself now reports PoolUsage.Unavailable, not an error.
 	Usage(ctx context.Context) (PoolUsage, error)
+	// SetParameter changes a persistent parameter of the open pool, as
+	// qvm-pool set does (every driver: revisions_to_keep, the default for
+	// volumes registered from now on, and ephemeral_volatile). A parameter
+	// that cannot change (dir_path) is ErrUnsupported, an unknown one or a
+	// malformed value ErrInvalidConfig; Config reports the new value and
+	// the caller persists it.
+	SetParameter(ctx context.Context, name, value string) error
 
 	// InitVolume makes a Volume from its configuration without touching the
 	// disk, and registers it in the pool. A vid already registered is

@@ -123,6 +123,63 @@ func (c VolumeConfig) Validate() error {
 	return nil
 }
 
+// VolumeChange is a change to the configuration of a registered volume,
+// as Qubes' volume properties change (admin.vm.volume.Set.revisions_to_keep,
+// .rw and .ephemeral; a new template gives a snapshot volume a new
+// source). Nil fields stay as they are. The kind of a volume (snap_on_start,
+// save_on_stop) and its vid never change; its size changes by Resize.
+type VolumeChange struct {
+	// RevisionsToKeep: -1 or more (drivers may allow fewer). A change to or
+	// from -1 (snapshots disabled) needs a stopped volume, as Qubes'
+	// set_revisions_to_keep checks; other changes apply from the next
+	// commit on.
+	RevisionsToKeep *int
+	// RW makes the volume writable or read-only; the volume must be
+	// stopped.
+	RW *bool
+	// Ephemeral sets the explicit ephemeral flag (true only on a writable
+	// volatile volume, as Qubes' setter checks); it takes effect at the
+	// next start.
+	Ephemeral *bool
+	// Source is the new source of a snap_on_start volume, a vid of the same
+	// pool; the volume must be stopped.
+	Source *string
+}
+
+// Apply returns c with ch applied, checked with Validate. Errors wrap
+// ErrInvalidConfig; whether the volume may change now (it runs) is the
+// driver's to check.
+func (c VolumeConfig) Apply(ch VolumeChange) (VolumeConfig, error) {
+	if ch.RevisionsToKeep != nil {
+		n := *ch.RevisionsToKeep
+		c.RevisionsToKeep = &n
+	}
+	if ch.RW != nil {
+		c.RW = *ch.RW
+	}
+	if ch.Ephemeral != nil {
+		b := *ch.Ephemeral
+		c.Ephemeral = &b
+	}
+	if ch.Source != nil {
+		if !c.SnapOnStart {
+			return c, fmt.Errorf("%w: volume %q is not snap_on_start and has no source", ErrInvalidConfig, c.Name)
+		}
+		c.Source = *ch.Source
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// TogglesSnapshots reports whether going from c to next enables or
+// disables snapshots (revisions_to_keep to or from -1), which Qubes allows
+// only while the volume's VM is halted.
+func (c VolumeConfig) TogglesSnapshots(next VolumeConfig) bool {
+	return c.SnapshotsDisabled() != next.SnapshotsDisabled()
+}
+
 // Revision is an older committed state of a volume.
 type Revision struct {
 	// ID names the revision in Revert: a decimal number for the file
@@ -219,6 +276,12 @@ type Volume interface {
 	Revert(ctx context.Context, id string) error
 	// Resize grows (or, with Force, shrinks) the volume, running or not.
 	Resize(ctx context.Context, size int64, opts ResizeOptions) error
+	// Reconfigure applies ch to the volume's configuration (see
+	// VolumeChange for what may change when). A malformed change is
+	// ErrInvalidConfig, one the driver cannot do ErrUnsupported, one that
+	// needs a stopped volume ErrRunning; a refused change changes nothing.
+	// The caller persists the new Config.
+	Reconfigure(ctx context.Context, ch VolumeChange) error
 
 	// Export returns a readable path with the volume's committed data (from
 	// before the start, if it runs). ExportEnd releases it.

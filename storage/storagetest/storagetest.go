@@ -77,6 +77,7 @@ func Run(t *testing.T, cfg Config) {
 		group{"cancel", cancelCases(cfg)},
 		group{"usage", usageCases},
 		group{"pool", poolCases},
+		group{"reconfigure", reconfigureCases},
 	)
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
