@@ -25,9 +25,6 @@ import (
 // DriverName is the name the driver registers under.
 const DriverName = "file-reflink"
 
-// dirPrefixes are the first parts of a vid, as Qubes' dir_path_prefix.
-var dirPrefixes = []string{"appvms", "vm-templates"}
-
 func init() { pool.Register(DriverName, Driver{}) }
 
 // Driver makes file-reflink pools.
@@ -91,10 +88,10 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 		return nil, fmt.Errorf("%w: pool name is empty", storage.ErrInvalidConfig)
 	}
 	p := &reflinkPool{
-		name:            cfg.Name,
-		setupCheck:      true,
-		log:             cfg.Logger.With().Str("pool", cfg.Name).Logger(),
-		volumes:         make(map[string]*volume),
+		name:       cfg.Name,
+		setupCheck: true,
+		log:        cfg.Logger.With().Str("pool", cfg.Name).Logger(),
+		volumes:    make(map[string]*volume),
 	}
 	known := make(map[string]bool)
 	for _, prm := range (Driver{}).Parameters() {
@@ -298,7 +295,7 @@ func (p *reflinkPool) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, prefix := range dirPrefixes {
+	for _, prefix := range storage.FileVIDDirs() {
 		if _, err := p.mkdir(filepath.Join(p.dir, prefix)); err != nil {
 			return err
 		}
@@ -404,22 +401,6 @@ func (p *reflinkPool) Close() error {
 	return nil
 }
 
-// parseVID splits a vid "appvms/VM/VOLUME" or "vm-templates/VM/VOLUME"
-// and checks its parts.
-func parseVID(vid string) (vm, volume string, err error) {
-	parts := strings.Split(vid, "/")
-	if len(parts) != 3 || (parts[0] != dirPrefixes[0] && parts[0] != dirPrefixes[1]) {
-		return "", "", fmt.Errorf("%w: vid %q: want appvms/VM/VOLUME or vm-templates/VM/VOLUME", storage.ErrInvalidConfig, vid)
-	}
-	if err := storage.ValidateVMName(parts[1]); err != nil {
-		return "", "", fmt.Errorf("vid %q: %w", vid, err)
-	}
-	if err := storage.ValidateVolumeName(parts[2]); err != nil {
-		return "", "", fmt.Errorf("vid %q: %w", vid, err)
-	}
-	return parts[1], parts[2], nil
-}
-
 // InitVolume registers a volume from its configuration without touching
 // the disk. The vid must be appvms/VM/NAME or vm-templates/VM/NAME, NAME
 // equal to cfg.Name (filled in from the vid when empty); a snap_on_start
@@ -435,10 +416,11 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 		return fail(err)
 	}
 	defer p.end()
-	_, name, err := parseVID(cfg.VID)
+	vid, err := storage.ParseFileVID(cfg.VID)
 	if err != nil {
 		return fail(err)
 	}
+	name := vid.Volume
 	if cfg.Name == "" {
 		cfg.Name = name
 	}
@@ -455,7 +437,7 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 		return fail(err)
 	}
 	if cfg.Source != "" {
-		if _, _, err := parseVID(cfg.Source); err != nil {
+		if _, err := storage.ParseFileVID(cfg.Source); err != nil {
 			return fail(fmt.Errorf("source: %w", err))
 		}
 		if cfg.Source == cfg.VID {

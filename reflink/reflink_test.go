@@ -301,28 +301,6 @@ func FuzzParseRevision(f *testing.F) {
 	})
 }
 
-func FuzzParseVID(f *testing.F) {
-	for _, s := range []string{"appvms/work/private", "vm-templates/fedora-42/root", "../x", "appvms//a", "appvms/a/b/c"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, vid string) {
-		vm, vol, err := parseVID(vid)
-		if err != nil {
-			if !errors.Is(err, storage.ErrInvalidConfig) {
-				t.Fatalf("%q: error %v does not wrap ErrInvalidConfig", vid, err)
-			}
-			return
-		}
-		if strings.Contains(vid, "..") || strings.HasPrefix(vid, "/") || strings.ContainsRune(vid, 0) ||
-			filepath.Clean(vid) != vid || filepath.Join(filepath.Dir(filepath.Dir(vid)), vm, vol) != vid {
-			t.Fatalf("accepted unsafe vid %q", vid)
-		}
-	})
-}
-
-// TestLeftoversRemovedAtOpen simulates a crash that left temporary files
-// and discarded revisions: the next Open's worker deletes them, and a
-// commit cut short after its hard link does not add a second revision.
 // TestLeftoversRemovedAtOpen: after a crash, registering a volume hands
 // its own "~" files to the worker; a user's files beside the images
 // (notes~old, firewall.xml~) and the files of a volume nobody registered

@@ -399,7 +399,7 @@ func (v *volume) Reconfigure(ctx context.Context, ch storage.VolumeChange) error
 			return err
 		}
 		if next.Source != old.Source {
-			if _, _, err := parseVID(next.Source); err != nil {
+			if _, err := storage.ParseFileVID(next.Source); err != nil {
 				return fmt.Errorf("source: %w", err)
 			}
 			if next.Source == next.VID {

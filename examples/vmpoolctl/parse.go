@@ -56,50 +56,6 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// vidPrefixes are the first parts of a file-reflink vid, as Qubes'
-// dir_path_prefix of AppVMs and TemplateVMs.
-var vidPrefixes = []string{"appvms", "vm-templates"}
-
-// parseVID splits a vid "appvms/VM/VOLUME" or "vm-templates/VM/VOLUME" into
-// the VM's name and the volume's, checked with storage.ValidateVMName and
-// storage.ValidateVolumeName. Errors wrap storage.ErrInvalidConfig.
-func parseVID(vid string) (vm, volume string, err error) {
-	bad := func(why string) (string, string, error) {
-		return "", "", fmt.Errorf("%w: vid %q %s; want appvms/VM/VOLUME or vm-templates/VM/VOLUME", storage.ErrInvalidConfig, vid, why)
-	}
-	if vid == "" {
-		return bad("is empty")
-	}
-	if strings.ContainsRune(vid, 0) {
-		return bad("contains a NUL byte")
-	}
-	if strings.HasPrefix(vid, "/") {
-		return bad("starts with /")
-	}
-	parts := strings.Split(vid, "/")
-	for _, p := range parts {
-		switch p {
-		case "":
-			return bad("has an empty part")
-		case ".", "..":
-			return bad("has a " + p + " part")
-		}
-	}
-	if len(parts) != 3 {
-		return bad("does not have three parts")
-	}
-	if parts[0] != vidPrefixes[0] && parts[0] != vidPrefixes[1] {
-		return bad("does not start with appvms/ or vm-templates/")
-	}
-	if err := storage.ValidateVMName(parts[1]); err != nil {
-		return "", "", fmt.Errorf("vid %q: %w", vid, err)
-	}
-	if err := storage.ValidateVolumeName(parts[2]); err != nil {
-		return "", "", fmt.Errorf("vid %q: %w", vid, err)
-	}
-	return parts[1], parts[2], nil
-}
-
 // parseParams parses pool parameters given as key=value arguments. A
 // missing "=", an empty key or a key given twice is an error wrapping
 // storage.ErrInvalidConfig (the Admin API's checks).
