@@ -22,7 +22,7 @@ func (m *Manager) CreateVolume(ctx context.Context, vm string, cfg storage.Volum
 		return nil, err
 	}
 	fail := func(err error) (storage.Volume, error) {
-		return nil, fmt.Errorf("create volume %s of VM %s: %w", cfg.Name, vm, err)
+		return nil, volumeError(fmt.Sprintf("create volume %s of VM %s", cfg.Name, vm), err)
 	}
 	if err := storage.ValidateVMName(vm); err != nil {
 		return fail(err)
@@ -80,7 +80,7 @@ func (m *Manager) RemoveVolume(ctx context.Context, vm, name string) error {
 	if err := m.check(); err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("remove volume %s of VM %s: %w", name, vm, err) }
+	fail := func(err error) error { return volumeError(fmt.Sprintf("remove volume %s of VM %s", name, vm), err) }
 	v, err := m.volume(vm, name)
 	if err != nil {
 		return fail(err)
@@ -145,7 +145,7 @@ func (m *Manager) withVolume(vm, name, op string, fn func(storage.Volume) error)
 		err = errors.Join(err, m.save())
 	}
 	if err != nil {
-		return fmt.Errorf("%s volume %s of VM %s: %w", op, name, vm, err)
+		return volumeError(fmt.Sprintf("%s volume %s of VM %s", op, name, vm), err)
 	}
 	return nil
 }
@@ -186,7 +186,7 @@ func (m *Manager) ReconfigureVolume(ctx context.Context, vm, name string, ch sto
 	if err := m.check(); err != nil {
 		return err
 	}
-	fail := func(err error) error { return fmt.Errorf("configure volume %s of VM %s: %w", name, vm, err) }
+	fail := func(err error) error { return volumeError(fmt.Sprintf("configure volume %s of VM %s", name, vm), err) }
 	v, err := m.volume(vm, name)
 	if err != nil {
 		return fail(err)
@@ -233,4 +233,16 @@ func (m *Manager) ReconfigureVolume(ctx context.Context, vm, name string, ch sto
 		return fail(err)
 	}
 	return nil
+}
+
+// volumeError adds the Manager's context, what (such as "revert volume
+// private of VM work"), to err, unless err comes from the volume's driver
+// and names the operation and the volume already (a *storage.Error with a
+// vid, such as "pool p: revert appvms/work/private: volume is not cleanly
+// stopped"): each fact is said once.
+func volumeError(what string, err error) error {
+	if se := (*storage.Error)(nil); errors.As(err, &se) && se.VID != "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

@@ -64,7 +64,7 @@ func readState(path string) (*state, []byte, error) {
 		Version *int `json:"version"`
 	}
 	if err := json.Unmarshal(data, &probe); err != nil {
-		return nil, nil, fmt.Errorf("%w: state file %s is not valid JSON: %v", storage.ErrInvalidConfig, path, err)
+		return nil, nil, fmt.Errorf("%w: state file %s is not valid JSON: %w", storage.ErrInvalidConfig, path, err)
 	}
 	switch {
 	case probe.Version == nil:
@@ -78,7 +78,7 @@ func readState(path string) (*state, []byte, error) {
 	// An unknown field would be lost by the next save: refuse it.
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
-		return nil, nil, fmt.Errorf("%w: state file %s: %v", storage.ErrInvalidConfig, path, err)
+		return nil, nil, fmt.Errorf("%w: state file %s: %w", storage.ErrInvalidConfig, path, err)
 	}
 	return &st, data, nil
 }

@@ -12,7 +12,7 @@ import (
 // Export returns the clean image of a save_on_stop volume.
 func (v *volume) Export(ctx context.Context) (string, error) {
 	if !v.cfg.SaveOnStop {
-		return "", v.wrap("export", fmt.Errorf("cannot export: %s is not save_on_stop: %w", v.cfg.VID, storage.ErrUnsupported))
+		return "", v.wrap("export", fmt.Errorf("not save_on_stop: %w", storage.ErrUnsupported))
 	}
 	if !exists(v.clean) {
 		if v.conf().SnapshotsDisabled() && exists(v.dirty) {
@@ -48,7 +48,7 @@ func (v *volume) ImportData(ctx context.Context, size int64) (string, error) {
 
 func (v *volume) checkImport() error {
 	if !v.cfg.SaveOnStop {
-		return fmt.Errorf("cannot import: %s is not save_on_stop: %w", v.cfg.VID, storage.ErrUnsupported)
+		return fmt.Errorf("not save_on_stop: %w", storage.ErrUnsupported)
 	}
 	// A running volume takes the import as its committed image, as in
 	// Qubes; only one running with snapshots disabled has none.
@@ -62,7 +62,7 @@ func (v *volume) checkImport() error {
 func (v *volume) ImportDataEnd(ctx context.Context, success bool) error {
 	return v.do(ctx, "import data end", func() error {
 		if !exists(v.importPath) {
-			return fmt.Errorf("no import in progress on %s: %w", v.cfg.VID, storage.ErrNotFound)
+			return fmt.Errorf("no import in progress: %w", storage.ErrNotFound)
 		}
 		return v.endImport(success)
 	})
@@ -88,7 +88,7 @@ func (v *volume) ImportVolume(ctx context.Context, src storage.Volume) error {
 	}
 	if sc := src.Config(); sc.SnapshotsDisabled() {
 		if running, err := src.IsRunning(ctx); err != nil || running {
-			return v.wrap("import volume", fmt.Errorf("volume %s must be stopped before importing its data: %w", sc.VID, storage.ErrRunning))
+			return v.wrap("import volume", fmt.Errorf("source %s runs with snapshots disabled; stop it before importing its data: %w", sc.VID, storage.ErrRunning))
 		}
 	}
 	return v.do(ctx, "import volume", func() error {

@@ -117,7 +117,7 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: dir_path %q: %v", storage.ErrInvalidConfig, dir, err)
+		return nil, fmt.Errorf("%w: dir_path %q: %w", storage.ErrInvalidConfig, dir, err)
 	}
 	p.dir = abs
 	p.revisionsToKeep.Store(1)
@@ -131,14 +131,14 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 	if s, ok := cfg.Params["setup_check"]; ok {
 		b, err := parsePropertyBool(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: setup_check: %v", storage.ErrInvalidConfig, err)
+			return nil, fmt.Errorf("%w: setup_check: %w", storage.ErrInvalidConfig, err)
 		}
 		p.setupCheck = b
 	}
 	if s, ok := cfg.Params["ephemeral_volatile"]; ok {
 		b, err := parseBool(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: ephemeral_volatile: %v", storage.ErrInvalidConfig, err)
+			return nil, fmt.Errorf("%w: ephemeral_volatile: %w", storage.ErrInvalidConfig, err)
 		}
 		p.ephemeralVolatile.Store(b)
 	}

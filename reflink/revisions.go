@@ -250,7 +250,7 @@ func (v *volume) Revert(ctx context.Context, id string) error {
 	}
 	return v.do(ctx, "revert", func() error {
 		if v.cfg.SaveOnStop && exists(v.dirty) {
-			return fmt.Errorf("cannot revert: %s is not cleanly stopped: %w", v.cfg.VID, storage.ErrDirty)
+			return storage.ErrDirty
 		}
 		revs, err := listRevisions(v.clean)
 		if err != nil {

@@ -86,7 +86,7 @@ func (v *volume) startOrigin(ctx context.Context) error {
 	st, err := os.Stat(v.clean)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			err = fmt.Errorf("%w: %v", storage.ErrNotFound, err)
+			err = fmt.Errorf("%w: %w", storage.ErrNotFound, err)
 		}
 		return err
 	}

@@ -352,7 +352,7 @@ func (v *volume) Resize(ctx context.Context, size int64, opts storage.ResizeOpti
 	}
 	return v.do(ctx, "resize", func() error {
 		if !v.cfg.RW {
-			return fmt.Errorf("cannot resize: %s: %w", v.cfg.VID, storage.ErrReadOnly)
+			return storage.ErrReadOnly
 		}
 		cur, err := v.size()
 		if err != nil {
