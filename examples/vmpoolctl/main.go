@@ -16,8 +16,9 @@
 // A VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME; the VM is the
 // second part, the volume's name the third. Sizes take qvm-volume's units
 // (10G = 10×1000³, 10GiB = 10×1024³). Flags may come before or after the
-// arguments; --json makes every command print one JSON document, and -v
-// logs what the pools do on stderr.
+// arguments (a negative number such as -1 is an argument, not a flag);
+// --json makes every command print one JSON document, and -v logs what the
+// pools do on stderr.
 //
 // Exit status: 0 on success, 1 when an operation failed, 2 for bad usage
 // or bad input (including input a pool refuses as invalid), in which case

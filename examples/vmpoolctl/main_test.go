@@ -77,6 +77,7 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"volume", "create", "p", "appvms/w/private", "--size", "1G", "--revisions-to-keep", "x"}, exitUsage, "not an integer"},
 		{[]string{"volume", "resize", "p", "appvms/w/private", "10Q"}, exitUsage, `size "10Q"`},
 		{[]string{"volume", "resize", "p", "appvms/w/private"}, exitUsage, "wrong number of arguments"},
+		{[]string{"volume", "resize", "p", "appvms/w/private", "-1"}, exitUsage, "is negative"},
 		{[]string{"volume", "revert", "p", "appvms/w/private", "../1"}, exitUsage, "revision id"},
 		{[]string{"volume", "info", "p", "appvms/w"}, exitUsage, "three parts"},
 		{[]string{"vm", "start", "1bad"}, exitUsage, "must start with a letter"},

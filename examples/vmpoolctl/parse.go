@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -77,22 +78,44 @@ func parseParams(args []string) (map[string]string, error) {
 // parseInterleaved parses fs's flags wherever they appear among args and
 // returns the positional arguments in order: "volume create p vid --size
 // 1G" and "volume create --size 1G p vid" mean the same. Everything after
-// "--" is positional.
+// "--" is positional, and so is a negative number where a flag could start,
+// as in Qubes' argparse tools: "volume config p vid revisions_to_keep -1"
+// needs no "--" (the value of a flag, "--revisions-to-keep -1", stays the
+// flag's).
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
+	for len(args) > 0 {
+		a := args[0]
+		if a == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		if len(a) < 2 || a[0] != '-' || negativeNumber.MatchString(a) {
+			pos, args = append(pos, a), args[1:]
+			continue
+		}
+		n := 1 // the flag, and its value when it is the next argument
+		if name := strings.TrimLeft(a, "-"); !strings.Contains(name, "=") && len(args) > 1 {
+			if f := fs.Lookup(name); f != nil && !isBoolFlag(f) {
+				n = 2
+			}
+		}
+		if err := fs.Parse(args[:n]); err != nil {
 			return nil, err
 		}
-		rest := fs.Args()
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
+		args = args[n:]
 	}
+	return pos, nil
+}
+
+// negativeNumber matches what argparse takes for a negative number rather
+// than an option.
+var negativeNumber = regexp.MustCompile(`^-(\d+|\d*\.\d+)$`)
+
+// isBoolFlag reports whether f is a boolean flag, which takes no separate
+// value ("--force", not "--force true").
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // optionalInt is an int flag that remembers whether it was set.

@@ -91,6 +91,10 @@ func TestParseInterleaved(t *testing.T) {
 		{[]string{"p", "--", "--force", "vid"}, []string{"p", "--force", "vid"}, "", false},
 		{[]string{"--force", "--", "-x"}, []string{"-x"}, "", true},
 		{[]string{"p", "-", "vid"}, []string{"p", "-", "vid"}, "", false},
+		// Negative numbers are positional, except as a flag's value.
+		{[]string{"p", "vid", "revisions_to_keep", "-1"}, []string{"p", "vid", "revisions_to_keep", "-1"}, "", false},
+		{[]string{"p", "-2", "--size", "-1", "-.5", "--force", "-3"}, []string{"p", "-2", "-.5", "-3"}, "-1", true},
+		{[]string{"--size", "--force", "-1"}, []string{"-1"}, "--force", false},
 		{nil, nil, "", false},
 	} {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
@@ -106,4 +110,6 @@ func TestParseInterleaved(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	_, err := parseInterleaved(fs, []string{"p", "--nope"})
 	assert.ErrorContains(t, err, "flag provided but not defined: -nope")
+	_, err = parseInterleaved(fs, []string{"p", "-1x"})
+	assert.ErrorContains(t, err, "flag provided but not defined: -1x")
 }
