@@ -49,6 +49,12 @@ func runSuite(t *testing.T, typ loopfs.Type, params map[string]string, caps stor
 	got, err := fsutil.FSType(mnt)
 	require.NoError(t, err)
 	require.Equal(t, string(typ), got, "the suite runs on the filesystem it asked for")
+	runSuiteIn(t, mnt, params, caps)
+}
+
+// runSuiteIn runs the conformance suite with every case's pool in a
+// directory of its own below mnt.
+func runSuiteIn(t *testing.T, mnt string, params map[string]string, caps storage.Capabilities) {
 
 	open := func(t *testing.T, dir string, logger zerolog.Logger) storage.Pool {
 		ps := map[string]string{"dir_path": dir}
@@ -125,4 +131,21 @@ func TestSuiteExt4Fallback(t *testing.T) {
 	caps := reflinkCaps
 	caps.Reflink = false
 	runSuite(t, loopfs.Ext4, map[string]string{"setup_check": "no"}, caps)
+}
+
+// TestSuiteTempDir runs the suite without root, in the test's temporary
+// directory on whatever filesystem holds it, with setup_check=no: a
+// contributor without root runs the whole contract. The capabilities come
+// from the directory (reflinks where its filesystem has them).
+func TestSuiteTempDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ok, err := fsutil.ReflinkSupported(dir)
+	require.NoError(t, err)
+	caps := reflinkCaps
+	caps.Reflink = ok
+	typ, err := fsutil.FSType(dir)
+	require.NoError(t, err)
+	t.Logf("%s: %s, reflinks: %v", dir, typ, ok)
+	runSuiteIn(t, dir, map[string]string{"setup_check": "no"}, caps)
 }
