@@ -51,11 +51,14 @@
 //     Flush wait for. Pruned revisions are first renamed to "~" names, so
 //     Revisions is right at once; the worker deletes them. Neither job is
 //     needed for correctness: Start clones when the precache is missing or
-//     stale, and "~" files left by a crash are deleted by the worker of the
-//     next Open (every "~" file in the tree: the pool is locked, and Qubes'
-//     driver must not run on the same pool at the same time). InitVolume
-//     queues the precache of an origin that has none, so the first Open
-//     after a crash or after Qubes' driver finishes that work too.
+//     stale, and the "~" files a crash left are deleted by the worker once
+//     InitVolume registers their volume: only that volume's own names
+//     (<image>~*, <image>.<n>@<ts>Z~*), never anything else in the tree,
+//     so a user's notes~old or firewall.xml~ beside the images stays, as
+//     with Qubes, which removes <volume>*.img*~* of one volume at its
+//     create, start or remove. InitVolume also queues the precache of an
+//     origin that has none, so the first Open after a crash or after Qubes'
+//     driver finishes that work too.
 //   - A commit repeated after a crash between its hard link and its rename
 //     adds no second revision of the same image (Qubes would add a copy).
 //   - Shrinking needs ResizeOptions.Force (storage.ErrShrink otherwise).
@@ -63,8 +66,18 @@
 //     listed (oldest first, before numbered ones), count towards
 //     revisions_to_keep and can be reverted to; their id is the part after
 //     "@".
-//   - ImportData refuses a running volume (storage.ErrDirty), as lvm_thin
-//     does; Qubes leaves that check to its API.
+//   - Start, as Qubes' (is_dirty is save_on_stop and a dirty image),
+//     resumes only a save_on_stop volume's running image; a snapshot or
+//     volatile volume whose dirty image survived a crash or a double start
+//     starts fresh, its old image discarded to the worker.
+//   - ImportData and ImportVolume accept a running volume, as Qubes' do
+//     (admin.vm.volume.Clear and CloneTo work on a running qube): the
+//     import becomes the clean image and the VM keeps its dirty image,
+//     which its stop commits over the import (the import is then kept as a
+//     revision). A volume running with snapshots disabled has no clean
+//     image to replace: storage.ErrRunning, where Qubes fails on the
+//     missing file. The Manager's ImportData (admin.vm.volume.Import)
+//     still needs the VM halted, as Qubes' API does.
 //   - Copies that cannot be reflinked (another filesystem, a filesystem
 //     without reflinks) are sparse copies in Go (SEEK_DATA/SEEK_HOLE and
 //     copy_file_range) instead of cp --sparse=always. After the first
