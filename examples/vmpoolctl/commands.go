@@ -49,6 +49,8 @@ var commands = []*command{
 		help: "show a pool's configuration, size and usage"},
 	{name: "pool remove", args: "NAME", min: 1, max: 1, setup: noFlags(poolRemove),
 		help: "remove a pool no volume uses (its files stay)"},
+	{name: "pool set", args: "NAME KEY VALUE", min: 3, max: 3, setup: noFlags(poolSet),
+		help: "change a pool's parameter (file-reflink: revisions_to_keep, the default of new volumes, or ephemeral_volatile)"},
 	{name: "pool drivers", help: "list the drivers and their parameters, in order", setup: noFlags(poolDrivers)},
 
 	{name: "volume create", args: "POOL VID [--size SIZE] [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N]",
@@ -70,6 +72,8 @@ var commands = []*command{
 		help: "grow a volume (shrink with --force, losing the data beyond SIZE)"},
 	{name: "volume import", args: "POOL VID FILE", min: 3, max: 3, setup: noFlags(volumeImport),
 		help: "replace a stopped volume's data with FILE's; its size becomes FILE's"},
+	{name: "volume config", args: "POOL VID KEY VALUE", min: 4, max: 4, setup: noFlags(volumeConfig),
+		help: "change a volume's revisions_to_keep (-1 disables snapshots), rw or ephemeral (yes/no), or source (a snapshot's template volume)"},
 
 	{name: "vm start", args: "VM", min: 1, max: 1, setup: noFlags(vmStart), help: "start all volumes of a VM"},
 	{name: "vm stop", args: "VM", min: 1, max: 1, setup: noFlags(vmStop), help: "stop all volumes of a VM"},
@@ -117,6 +121,22 @@ func poolRemove(e *env, args []string) error {
 			return err
 		}
 		return e.emit(map[string]any{"pool": args[0], "removed": true}, nil)
+	})
+}
+
+func poolSet(e *env, args []string) error {
+	return e.withManager(func(m *pool.Manager) error {
+		if err := m.SetPoolParameter(e.ctx, args[0], args[1], args[2]); err != nil {
+			return err
+		}
+		if !e.json {
+			return nil
+		}
+		p, err := m.Pool(args[0])
+		if err != nil {
+			return err
+		}
+		return e.emit(poolInfoOf(e, p), nil)
 	})
 }
 
@@ -339,6 +359,19 @@ func volumeImport(e *env, args []string) error {
 		err := m.ImportData(ctx, r.vm, r.name, f, st.Size())
 		done(err == nil)
 		if err != nil {
+			return err
+		}
+		return e.emitVolume(r.vm, v, false)
+	})(e, args)
+}
+
+func volumeConfig(e *env, args []string) error {
+	ch, err := parseVolumeChange(args[2], args[3])
+	if err != nil {
+		return err
+	}
+	return onVolume(func(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
+		if err := m.ReconfigureVolume(e.ctx, r.vm, r.name, ch); err != nil {
 			return err
 		}
 		return e.emitVolume(r.vm, v, false)

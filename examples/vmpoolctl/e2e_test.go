@@ -185,11 +185,24 @@ func TestEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(stateData), `"size": 3149832`, "and is saved")
 
+	refuse(exitFailed, "fixed when the pool is added", "pool", "set", "p", "dir_path", filepath.Join(mnt, "elsewhere"))
+	ok(t, state, "pool", "set", "p", "revisions_to_keep", "1")
+	assert.Contains(t, ok(t, state, "pool", "info", "p"), "\nrevisions_to_keep=1\n")
+	okJSON(t, state, &info, "volume", "info", "p", "appvms/work/private")
+	assert.Equal(t, 2, info.RevisionsToKeep, "the pool's revisions_to_keep is the default of new volumes only")
+
+	ok(t, state, "vm", "start", "work")
+	refuse(exitFailed, "must be stopped", "volume", "config", "p", "appvms/work/private", "revisions_to_keep", "-1")
+	ok(t, state, "volume", "config", "p", "appvms/work/private", "revisions_to_keep", "1")
+	ok(t, state, "vm", "stop", "work")
+	assert.Equal(t, tree(work("private-precache.img", "private.img", "private.img.6@TS")...), poolTree(t, dir),
+		"with revisions_to_keep 1, the commit adds revision 6 and prunes 4 and 5")
+
 	refuse(exitFailed, "storage pool is in use by fedora:root, work:private, work:root, work:volatile", "pool", "remove", "p")
 	refuse(exitFailed, "is the source of volume root of VM work", "volume", "remove", "p", "vm-templates/fedora/root")
 	ok(t, state, "volume", "remove", "p", "appvms/work/volatile")
 	ok(t, state, "volume", "remove", "p", "appvms/work/root")
-	assert.Equal(t, tree(work("private-precache.img", "private.img", "private.img.4@TS", "private.img.5@TS")...), poolTree(t, dir))
+	assert.Equal(t, tree(work("private-precache.img", "private.img", "private.img.6@TS")...), poolTree(t, dir))
 	ok(t, state, "volume", "remove", "p", "appvms/work/private")
 	assert.Equal(t, tree(), poolTree(t, dir), "the VM's directory goes with its last volume")
 	ok(t, state, "volume", "remove", "p", "vm-templates/fedora/root")

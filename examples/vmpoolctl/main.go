@@ -5,11 +5,13 @@
 //
 //	vmpoolctl pool add NAME DRIVER key=value...
 //	vmpoolctl pool list | info NAME | remove NAME | drivers
+//	vmpoolctl pool set NAME KEY VALUE
 //	vmpoolctl volume create POOL VID --size SIZE [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N]
 //	vmpoolctl volume start | stop | remove | info | revisions POOL VID
 //	vmpoolctl volume revert POOL VID [REV]
 //	vmpoolctl volume resize POOL VID SIZE [--force]
 //	vmpoolctl volume import POOL VID FILE
+//	vmpoolctl volume config POOL VID KEY VALUE
 //	vmpoolctl vm start | stop VM
 //	vmpoolctl vm list
 //

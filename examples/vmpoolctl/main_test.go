@@ -54,13 +54,14 @@ func TestRunUsage(t *testing.T) {
 		{nil, exitUsage, "usage: vmpoolctl"},
 		{[]string{"--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
-		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, remove, drivers)"},
+		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, remove, set, drivers)"},
 		{[]string{"pool", "nope"}, exitUsage, `pool: unknown subcommand "nope"`},
 		{[]string{"pool", "info"}, exitUsage, "pool info: wrong number of arguments (0)\nusage: vmpoolctl pool info NAME"},
 		{[]string{"pool", "list", "x"}, exitUsage, "wrong number of arguments"},
 		{[]string{"pool", "add", "p"}, exitUsage, "wrong number of arguments"},
 		{[]string{"pool", "add", "p", "file-reflink", "dir_path"}, exitUsage, `pool parameter "dir_path": want key=value`},
 		{[]string{"pool", "add", "p", "file-reflink", "a=1", "a=2"}, exitUsage, "given twice"},
+		{[]string{"pool", "set", "p", "revisions_to_keep"}, exitUsage, "pool set: wrong number of arguments (2)\nusage: vmpoolctl pool set NAME KEY VALUE"},
 		{[]string{"volume", "create", "p", "appvms/w/private", "--size", "1G", "--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
 		{[]string{"volume", "create", "p", "appvms/../private", "--size", "1G"}, exitUsage, "has a .. part"},
 		{[]string{"volume", "create", "p", "/appvms/w/private", "--size", "1G"}, exitUsage, "starts with /"},
@@ -80,6 +81,14 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"volume", "resize", "p", "appvms/w/private", "-1"}, exitUsage, "is negative"},
 		{[]string{"volume", "revert", "p", "appvms/w/private", "../1"}, exitUsage, "revision id"},
 		{[]string{"volume", "info", "p", "appvms/w"}, exitUsage, "three parts"},
+		{[]string{"volume", "config", "p", "appvms/w/private", "rw"}, exitUsage, "volume config: wrong number of arguments (3)\nusage: vmpoolctl volume config POOL VID KEY VALUE"},
+		{[]string{"volume", "config", "p", "appvms/w/private", "size", "1G"}, exitUsage, `unknown volume property "size" (valid keys: revisions_to_keep, rw, ephemeral, source)`},
+		{[]string{"volume", "config", "p", "appvms/w/private", "revisions_to_keep", "-2"}, exitUsage, `revisions_to_keep "-2": want an integer of at least -1`},
+		{[]string{"volume", "config", "p", "appvms/w/private", "revisions_to_keep", "1.5"}, exitUsage, `revisions_to_keep "1.5": want an integer`},
+		{[]string{"volume", "config", "p", "appvms/w/private", "rw", "maybe"}, exitUsage, `rw: "maybe" is not a boolean (yes/no, true/false, on/off, 1/0)`},
+		{[]string{"volume", "config", "p", "appvms/w/volatile", "ephemeral", ""}, exitUsage, `ephemeral: "" is not a boolean`},
+		{[]string{"volume", "config", "p", "appvms/w/root", "source", "vm-templates/t/../root"}, exitUsage, "source: invalid configuration"},
+		{[]string{"volume", "config", "p", "appvms/../private", "rw", "yes"}, exitUsage, "has a .. part"},
 		{[]string{"vm", "start", "1bad"}, exitUsage, "must start with a letter"},
 		{[]string{"vm", "stop"}, exitUsage, "wrong number of arguments"},
 		{[]string{"volume", "import", "p", "appvms/w/private", "/nonexistent"}, exitFailed, "no such file"},
@@ -104,6 +113,14 @@ func TestRunHelp(t *testing.T) {
 	assert.Equal(t, exitOK, r.code)
 	assert.Contains(t, r.stdout, "usage: vmpoolctl volume resize POOL VID SIZE [--force]")
 	assert.Contains(t, r.stdout, "-force")
+	for _, tc := range [][]string{
+		{"volume", "config", "-h", "usage: vmpoolctl volume config POOL VID KEY VALUE\n\nchange a volume's revisions_to_keep"},
+		{"pool", "set", "-h", "usage: vmpoolctl pool set NAME KEY VALUE\n\nchange a pool's parameter"},
+	} {
+		r := ctl(t, t.TempDir(), tc[:3]...)
+		assert.Equal(t, exitOK, r.code, "%q", tc[:3])
+		assert.Contains(t, r.stdout, tc[3], "%q", tc[:3])
+	}
 }
 
 func TestRunJSONErrors(t *testing.T) {
@@ -246,4 +263,175 @@ func TestRunVerbose(t *testing.T) {
 	r = ctl(t, state, "volume", "create", "p", "appvms/work/volatile", "--size", "1M", "--rw")
 	require.Equal(t, exitOK, r.code)
 	assert.Empty(t, r.stderr, "without -v nothing is logged")
+}
+
+// addPool adds file-reflink pool p with setup_check=no and the given
+// parameters on a temporary directory, and returns the state directory
+// and the pool's directory.
+func addPool(t *testing.T, params ...string) (state, dir string) {
+	t.Helper()
+	state = filepath.Join(t.TempDir(), "state")
+	dir = filepath.Join(t.TempDir(), "pool")
+	ok(t, state, append([]string{"pool", "add", "p", "file-reflink", "dir_path=" + dir, "setup_check=no"}, params...)...)
+	return state, dir
+}
+
+// refuseJSON runs vmpoolctl --json with args, which must fail with code,
+// an error of kind kind whose message contains msg, and leave state.json
+// byte for byte as it was.
+func refuseJSON(t *testing.T, state string, code int, kind, msg string, args ...string) {
+	t.Helper()
+	stateFile := filepath.Join(state, "state.json")
+	before, err := os.ReadFile(stateFile)
+	require.NoError(t, err)
+	r := ctl(t, state, append([]string{"--json"}, args...)...)
+	assert.Equal(t, code, r.code, "%q: %s", args, r.stderr)
+	assert.Contains(t, r.stderr, msg, "%q", args)
+	var doc errorDoc
+	if assert.NoError(t, json.Unmarshal([]byte(r.stdout), &doc), "%q: %s", args, r.stdout) {
+		assert.Equal(t, kind, doc.Kind, "%q: %s", args, doc.Error)
+	}
+	after, err := os.ReadFile(stateFile)
+	require.NoError(t, err)
+	assert.Equal(t, string(before), string(after), "%q changes nothing in the state", args)
+}
+
+// TestRunVolumeConfig changes each property volume config takes, each in a
+// vmpoolctl run of its own, and reads it back with the next run's volume
+// info: every change is saved. Refused changes exit non-zero, say why and
+// leave state.json as it was.
+func TestRunVolumeConfig(t *testing.T) {
+	state, _ := addPool(t, "revisions_to_keep=2")
+	ok(t, state, "volume", "create", "p", "vm-templates/fedora/root", "--size", "1MiB", "--rw", "--save-on-stop")
+	ok(t, state, "volume", "create", "p", "vm-templates/debian/root", "--size", "1MiB", "--rw", "--save-on-stop")
+	ok(t, state, "volume", "create", "p", "appvms/work/root", "--snap-on-start", "--source", "vm-templates/fedora/root", "--rw")
+	ok(t, state, "volume", "create", "p", "appvms/work/private", "--size", "1MiB", "--rw", "--save-on-stop")
+	ok(t, state, "volume", "create", "p", "appvms/work/data", "--size", "1MiB", "--rw", "--save-on-stop", "--revisions-to-keep", "-1")
+	ok(t, state, "volume", "create", "p", "appvms/work/volatile", "--size", "1MiB", "--rw", "--volatile")
+	info := func(vid string) volumeDoc {
+		t.Helper()
+		var doc volumeDoc
+		okJSON(t, state, &doc, "volume", "info", "p", vid)
+		return doc
+	}
+	type change struct {
+		vid, key, value string
+		got             func(volumeDoc) any
+		want            any
+	}
+	keep := func(d volumeDoc) any { return d.RevisionsToKeep }
+	rw := func(d volumeDoc) any { return d.RW }
+	ephemeral := func(d volumeDoc) any { return d.Ephemeral }
+	source := func(d volumeDoc) any { return d.Source }
+	// apply makes each change and checks that the next run sees it.
+	apply := func(changes []change) {
+		t.Helper()
+		for _, c := range changes {
+			r := ctl(t, state, "volume", "config", "p", c.vid, c.key, c.value)
+			require.Equal(t, exitOK, r.code, "%s %s %s: %s", c.vid, c.key, c.value, r.stderr)
+			assert.Empty(t, r.stdout, "volume config prints nothing")
+			assert.Empty(t, r.stderr)
+			assert.Equal(t, c.want, c.got(info(c.vid)), "%s %s %s", c.vid, c.key, c.value)
+		}
+	}
+
+	apply([]change{
+		{"appvms/work/private", "revisions_to_keep", "5", keep, 5},
+		{"appvms/work/private", "revisions_to_keep", "-1", keep, -1},
+		{"appvms/work/private", "revisions_to_keep", "+0", keep, 0},
+		{"appvms/work/private", "rw", "No", rw, false},
+		{"appvms/work/private", "rw", "ON", rw, true},
+		{"appvms/work/private", "rw", "0", rw, false},
+		{"appvms/work/private", "rw", "true", rw, true},
+		{"appvms/work/volatile", "ephemeral", "yes", ephemeral, true},
+		{"appvms/work/volatile", "ephemeral", "Off", ephemeral, false},
+		{"appvms/work/root", "source", "vm-templates/debian/root", source, "vm-templates/debian/root"},
+	})
+	var doc volumeDoc
+	okJSON(t, state, &doc, "volume", "config", "p", "appvms/work/root", "source", "vm-templates/fedora/root")
+	assert.Equal(t, "vm-templates/fedora/root", doc.Source, "--json prints the volume as changed")
+	assert.Equal(t, "vm-templates/fedora/root", info("appvms/work/root").Source)
+
+	for _, tc := range []struct {
+		code      int
+		kind, msg string
+		args      []string
+	}{
+		{exitUsage, "invalid_config", "valid keys: revisions_to_keep, rw, ephemeral, source", []string{"appvms/work/private", "size", "2MiB"}},
+		{exitUsage, "invalid_config", "want an integer of at least -1", []string{"appvms/work/private", "revisions_to_keep", "-2"}},
+		{exitUsage, "invalid_config", "want an integer of at least -1", []string{"appvms/work/private", "revisions_to_keep", "many"}},
+		{exitUsage, "invalid_config", `"maybe" is not a boolean`, []string{"appvms/work/private", "rw", "maybe"}},
+		{exitUsage, "invalid_config", "only a writable volatile volume can be ephemeral", []string{"appvms/work/private", "ephemeral", "yes"}},
+		{exitUsage, "invalid_config", "is not snap_on_start and has no source", []string{"appvms/work/private", "source", "vm-templates/debian/root"}},
+		{exitUsage, "invalid_config", "volume is its own source", []string{"appvms/work/root", "source", "appvms/work/root"}},
+		{exitFailed, "not_found", "vm-templates/nope/root is not a volume of pool p", []string{"appvms/work/root", "source", "vm-templates/nope/root"}},
+		{exitFailed, "not_found", "no volume appvms/work/nope in pool p", []string{"appvms/work/nope", "rw", "yes"}},
+	} {
+		refuseJSON(t, state, tc.code, tc.kind, tc.msg, append([]string{"volume", "config", "p"}, tc.args...)...)
+	}
+
+	ok(t, state, "vm", "start", "work")
+	for _, tc := range []struct{ vid, key, value string }{
+		{"appvms/work/private", "revisions_to_keep", "-1"}, // enables snapshots
+		{"appvms/work/data", "revisions_to_keep", "1"},     // disables them
+		{"appvms/work/private", "rw", "no"},
+		{"appvms/work/root", "source", "vm-templates/debian/root"},
+	} {
+		refuseJSON(t, state, exitFailed, "running", "VM work must be stopped", "volume", "config", "p", tc.vid, tc.key, tc.value)
+	}
+	// What Qubes changes on a running VM: another number of revisions, and
+	// the ephemeral flag of the next start.
+	apply([]change{
+		{"appvms/work/private", "revisions_to_keep", "3", keep, 3},
+		{"appvms/work/data", "revisions_to_keep", "-1", keep, -1},
+		{"appvms/work/volatile", "ephemeral", "1", ephemeral, true},
+	})
+	ok(t, state, "vm", "stop", "work")
+	assert.Equal(t, volumeDoc{VM: "work", Name: "private", Pool: "p", VID: "appvms/work/private", Size: 1 << 20, RW: true,
+		Path: info("appvms/work/private").Path, SaveOnStop: true, RevisionsToKeep: 3}, info("appvms/work/private"))
+}
+
+// TestRunPoolSet changes the parameters pool set may change and reads them
+// back with the next run's pool info; refused changes (dir_path above
+// all) exit non-zero, say why and leave state.json as it was.
+func TestRunPoolSet(t *testing.T) {
+	state, dir := addPool(t, "revisions_to_keep=2")
+	ok(t, state, "volume", "create", "p", "appvms/work/private", "--size", "1MiB", "--rw", "--save-on-stop")
+
+	r := ctl(t, state, "pool", "set", "p", "revisions_to_keep", "3")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Empty(t, r.stdout, "pool set prints nothing")
+	assert.Empty(t, r.stderr)
+	ok(t, state, "pool", "set", "p", "ephemeral_volatile", "Yes")
+	assert.Regexp(t, `^name=p\ndir_path=`+regexp.QuoteMeta(dir)+`\ndriver=file-reflink\nephemeral_volatile=True\nrevisions_to_keep=3\nsize=\d+\nusage=\d+\n$`,
+		ok(t, state, "pool", "info", "p"))
+	var doc poolDoc
+	okJSON(t, state, &doc, "pool", "set", "p", "revisions_to_keep", "4")
+	assert.Equal(t, "4", doc.Config["revisions_to_keep"], "--json prints the pool as changed")
+	okJSON(t, state, &doc, "pool", "info", "p")
+	assert.Equal(t, map[string]string{"name": "p", "driver": "file-reflink", "dir_path": dir, "revisions_to_keep": "4", "ephemeral_volatile": "True"}, doc.Config)
+
+	var vol volumeDoc
+	okJSON(t, state, &vol, "volume", "info", "p", "appvms/work/private")
+	assert.Equal(t, 2, vol.RevisionsToKeep, "a volume registered before keeps its revisions_to_keep")
+	okJSON(t, state, &vol, "volume", "create", "p", "appvms/work/data", "--size", "1MiB", "--rw", "--save-on-stop")
+	assert.Equal(t, 4, vol.RevisionsToKeep, "a new volume gets the pool's")
+	okJSON(t, state, &vol, "volume", "create", "p", "appvms/work/volatile", "--size", "1MiB", "--rw", "--volatile")
+	assert.True(t, vol.Ephemeral, "with ephemeral_volatile, a writable volatile volume is ephemeral")
+
+	for _, tc := range []struct {
+		code      int
+		kind, msg string
+		args      []string
+	}{
+		{exitFailed, "unsupported", "dir_path is fixed when the pool is added", []string{"p", "dir_path", filepath.Join(t.TempDir(), "elsewhere")}},
+		{exitFailed, "unsupported", "setup_check is fixed when the pool is added", []string{"p", "setup_check", "yes"}},
+		{exitUsage, "invalid_config", `unknown parameter "size"`, []string{"p", "size", "1G"}},
+		{exitUsage, "invalid_config", "want an integer of at least -1", []string{"p", "revisions_to_keep", "-2"}},
+		{exitUsage, "invalid_config", `"maybe" is not a boolean`, []string{"p", "ephemeral_volatile", "maybe"}},
+		{exitFailed, "not_found", `no pool "q"`, []string{"q", "revisions_to_keep", "1"}},
+	} {
+		refuseJSON(t, state, tc.code, tc.kind, tc.msg, append([]string{"pool", "set"}, tc.args...)...)
+	}
+	assert.Contains(t, ok(t, state, "pool", "info", "p"), "\ndir_path="+dir+"\n")
 }

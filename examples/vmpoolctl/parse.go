@@ -75,6 +75,57 @@ func parseParams(args []string) (map[string]string, error) {
 	return params, nil
 }
 
+// volumeConfigKeys are the keys "volume config" takes, as qvm-volume config
+// does (and source, for a snapshot volume's new template).
+var volumeConfigKeys = []string{"revisions_to_keep", "rw", "ephemeral", "source"}
+
+// parseVolumeChange parses the KEY VALUE of "volume config" as the Admin
+// API's admin.vm.volume.Set.* do: revisions_to_keep an integer of at least
+// -1, rw and ephemeral booleans (see parsePropertyBool), source a vid. An
+// unknown key or a malformed value is an error wrapping
+// storage.ErrInvalidConfig.
+func parseVolumeChange(key, value string) (storage.VolumeChange, error) {
+	var ch storage.VolumeChange
+	switch key {
+	case "revisions_to_keep":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < -1 {
+			return ch, fmt.Errorf("%w: revisions_to_keep %q: want an integer of at least -1 (-1 disables snapshots)", storage.ErrInvalidConfig, value)
+		}
+		ch.RevisionsToKeep = &n
+	case "rw", "ephemeral":
+		b, err := parsePropertyBool(value)
+		if err != nil {
+			return ch, fmt.Errorf("%w: %s: %w", storage.ErrInvalidConfig, key, err)
+		}
+		if key == "rw" {
+			ch.RW = &b
+		} else {
+			ch.Ephemeral = &b
+		}
+	case "source":
+		if _, err := storage.ParseFileVID(value); err != nil {
+			return ch, fmt.Errorf("source: %w", err)
+		}
+		ch.Source = &value
+	default:
+		return ch, fmt.Errorf("%w: unknown volume property %q (valid keys: %s)", storage.ErrInvalidConfig, key, strings.Join(volumeConfigKeys, ", "))
+	}
+	return ch, nil
+}
+
+// parsePropertyBool parses a boolean as Qubes' qubes.property.bool does:
+// 0/no/false/off and 1/yes/true/on, in any case.
+func parsePropertyBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "0", "no", "false", "off":
+		return false, nil
+	case "1", "yes", "true", "on":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (yes/no, true/false, on/off, 1/0)", s)
+}
+
 // parseInterleaved parses fs's flags wherever they appear among args and
 // returns the positional arguments in order: "volume create p vid --size
 // 1G" and "volume create --size 1G p vid" mean the same. Everything after

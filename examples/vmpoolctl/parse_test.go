@@ -113,3 +113,46 @@ func TestParseInterleaved(t *testing.T) {
 	_, err = parseInterleaved(fs, []string{"p", "-1x"})
 	assert.ErrorContains(t, err, "flag provided but not defined: -1x")
 }
+
+func TestParseVolumeChange(t *testing.T) {
+	n := func(i int) *int { return &i }
+	b := func(v bool) *bool { return &v }
+	s := func(v string) *string { return &v }
+	for _, tc := range []struct {
+		key, value string
+		want       storage.VolumeChange
+	}{
+		{"revisions_to_keep", "2", storage.VolumeChange{RevisionsToKeep: n(2)}},
+		{"revisions_to_keep", "0", storage.VolumeChange{RevisionsToKeep: n(0)}},
+		{"revisions_to_keep", "-1", storage.VolumeChange{RevisionsToKeep: n(-1)}},
+		{"rw", "1", storage.VolumeChange{RW: b(true)}},
+		{"rw", "yes", storage.VolumeChange{RW: b(true)}},
+		{"rw", "True", storage.VolumeChange{RW: b(true)}},
+		{"rw", "ON", storage.VolumeChange{RW: b(true)}},
+		{"rw", "0", storage.VolumeChange{RW: b(false)}},
+		{"rw", "No", storage.VolumeChange{RW: b(false)}},
+		{"rw", "FALSE", storage.VolumeChange{RW: b(false)}},
+		{"rw", "off", storage.VolumeChange{RW: b(false)}},
+		{"ephemeral", "yEs", storage.VolumeChange{Ephemeral: b(true)}},
+		{"ephemeral", "oFF", storage.VolumeChange{Ephemeral: b(false)}},
+		{"source", "vm-templates/debian/root", storage.VolumeChange{Source: s("vm-templates/debian/root")}},
+	} {
+		got, err := parseVolumeChange(tc.key, tc.value)
+		if assert.NoError(t, err, "%s %q", tc.key, tc.value) {
+			assert.Equal(t, tc.want, got, "%s %q", tc.key, tc.value)
+		}
+	}
+	for _, tc := range []struct{ key, value string }{
+		{"revisions_to_keep", "-2"}, {"revisions_to_keep", ""}, {"revisions_to_keep", "1.0"}, {"revisions_to_keep", "two"},
+		{"revisions_to_keep", "99999999999999999999"},
+		{"rw", ""}, {"rw", "y"}, {"rw", "2"}, {"rw", " yes"}, {"rw", "enabled"},
+		{"ephemeral", "none"},
+		{"source", ""}, {"source", "appvms/../root"}, {"source", "/vm-templates/t/root"}, {"source", "vm-templates/t"},
+		{"size", "1G"}, {"RW", "yes"}, {"revisions-to-keep", "1"}, {"", ""},
+	} {
+		_, err := parseVolumeChange(tc.key, tc.value)
+		assert.ErrorIs(t, err, storage.ErrInvalidConfig, "%s %q", tc.key, tc.value)
+	}
+	_, err := parseVolumeChange("size", "1G")
+	assert.ErrorContains(t, err, "valid keys: revisions_to_keep, rw, ephemeral, source")
+}
