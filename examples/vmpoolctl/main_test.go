@@ -435,3 +435,24 @@ func TestRunPoolSet(t *testing.T) {
 	}
 	assert.Contains(t, ok(t, state, "pool", "info", "p"), "\ndir_path="+dir+"\n")
 }
+
+// TestRunPoolInfoMissingDir renames a pool's directory away, as an
+// unmounted mount point would leave it: pool info still works, as
+// qvm-pool info does, and shows the configuration without size and usage.
+func TestRunPoolInfoMissingDir(t *testing.T) {
+	state, dir := addPool(t)
+	ok(t, state, "volume", "create", "p", "appvms/work/private", "--size", "1MiB", "--rw", "--save-on-stop")
+	require.NoError(t, os.Rename(dir, dir+".away"))
+
+	assert.Equal(t, "name=p\ndir_path="+dir+"\ndriver=file-reflink\nephemeral_volatile=False\nrevisions_to_keep=1\n", ok(t, state, "pool", "info", "p"))
+	var doc map[string]any
+	okJSON(t, state, &doc, "pool", "info", "p")
+	assert.NotContains(t, doc, "size")
+	assert.NotContains(t, doc, "usage")
+	assert.Contains(t, doc, "config")
+	assert.Equal(t, "NAME  DRIVER\np     file-reflink\n", ok(t, state, "pool", "list"))
+	assert.NoDirExists(t, dir, "nothing made the directory again")
+
+	require.NoError(t, os.Rename(dir+".away", dir))
+	assert.Regexp(t, `\nsize=\d+\nusage=\d+\n$`, ok(t, state, "pool", "info", "p"), "back in place, it is measured again")
+}
