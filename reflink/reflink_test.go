@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -291,8 +290,8 @@ func FuzzParseRevision(f *testing.F) {
 		back := "private.img@" + r.ID
 		if !r.seed {
 			back = "private.img." + r.ID + "@" + r.Timestamp() + "Z"
-			if n, err := strconv.Atoi(r.ID); err != nil || n != r.n {
-				t.Fatalf("%q: id %q does not give number %d", name, r.ID, r.n)
+			if n := strings.TrimLeft(r.ID, "0"); n != r.num && !(n == "" && r.num == "0") {
+				t.Fatalf("%q: id %q does not give number %s", name, r.ID, r.num)
 			}
 		}
 		if back != name {
@@ -328,7 +327,7 @@ func TestLeftoversRemovedAtOpen(t *testing.T) {
 	}
 	st, err := os.Stat(v.clean)
 	require.NoError(t, err)
-	require.NoError(t, os.Link(v.clean, revisionPath(v.clean, 1, st.ModTime())))
+	require.NoError(t, os.Link(v.clean, revisionPath(v.clean, "1", st.ModTime())))
 
 	tp2 := openTestPool(t, tp.dir, nil, false)
 	require.NoError(t, tp2.Flush(ctx))
@@ -517,4 +516,41 @@ func TestImportRunningSnapshotsDisabled(t *testing.T) {
 	assert.ErrorIs(t, err, storage.ErrRunning)
 	assert.Equal(t, before, tp.tree(t), "nothing changed")
 	require.NoError(t, v.Stop(ctx))
+}
+
+// TestRevisionNumbersDoNotOverflow: a revision numbered at the limit of
+// int64 (or beyond) is listed, the next commit is numbered after it as
+// Qubes' unbounded integers would, pruning works, and every stop
+// succeeds. A number too long to be a revision id is ignored.
+func TestRevisionNumbersDoNotOverflow(t *testing.T) {
+	ctx := t.Context()
+	tp := openTestPool(t, filepath.Join(t.TempDir(), "pool"), map[string]string{"setup_check": "no"}, true)
+	keep := 2
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20, RevisionsToKeep: &keep})
+	require.NoError(t, v.Create(ctx))
+	st, err := os.Stat(v.clean)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(revisionPath(v.clean, "9223372036854775807", st.ModTime()), nil, 0o600))
+	tooLong := revisionPath(v.clean, strings.Repeat("9", maxRevisionDigits+1), st.ModTime())
+	require.NoError(t, os.WriteFile(tooLong, nil, 0o600))
+	ids := func() []string {
+		revs, err := v.Revisions(ctx)
+		require.NoError(t, err)
+		var out []string
+		for _, r := range revs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	assert.Equal(t, []string{"9223372036854775807"}, ids())
+	for range 3 {
+		require.NoError(t, v.Start(ctx))
+		require.NoError(t, v.Stop(ctx), "every stop succeeds")
+	}
+	assert.Equal(t, []string{"9223372036854775809", "9223372036854775810"}, ids(), "numbered on, and pruned")
+	require.NoError(t, v.Revert(ctx, "9223372036854775809"))
+	assert.FileExists(t, tooLong, "a name that is no revision is left alone")
+	assert.Equal(t, "10", incNum("9"))
+	assert.Equal(t, "100", incNum("99"))
+	assert.Equal(t, "9223372036854775808", incNum("9223372036854775807"))
 }

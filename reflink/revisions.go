@@ -1,6 +1,7 @@
 package reflink
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,14 +20,42 @@ import (
 type revision struct {
 	storage.Revision
 	path string
-	n    int  // the number of a current-style revision
-	seed bool // a seed-era "x.img@<ts>Z" revision, id = "<ts>Z"
+	num  string // the number of a current-style revision: decimal, no leading zeros
+	seed bool   // a seed-era "x.img@<ts>Z" revision, id = "<ts>Z"
 }
 
-// revisionPath names revision n of clean: "x.img.<n>@<ts>Z", ts being
+// maxRevisionDigits bounds the numbers of revisions: a longer one is not
+// read as a revision (its id would be too long for Revert). Numbers are
+// compared and incremented as decimal strings, as Qubes' unbounded Python
+// integers are, so no number overflows: after revision
+// 9223372036854775807 comes 9223372036854775808.
+const maxRevisionDigits = 60
+
+// revisionPath names revision num of clean: "x.img.<num>@<ts>Z", ts being
 // when its data was last modified.
-func revisionPath(clean string, n int, t time.Time) string {
-	return clean + "." + strconv.Itoa(n) + "@" + t.UTC().Format(storage.TimestampLayout) + "Z"
+func revisionPath(clean, num string, t time.Time) string {
+	return clean + "." + num + "@" + t.UTC().Format(storage.TimestampLayout) + "Z"
+}
+
+// cmpNum compares two decimal numbers without leading zeros.
+func cmpNum(a, b string) int {
+	if len(a) != len(b) {
+		return cmp.Compare(len(a), len(b))
+	}
+	return strings.Compare(a, b)
+}
+
+// incNum returns the decimal number num plus one.
+func incNum(num string) string {
+	b := []byte(num)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < '9' {
+			b[i]++
+			return string(b)
+		}
+		b[i] = '0'
+	}
+	return "1" + string(b)
 }
 
 // parseStamp parses the "<ts>Z" part of a revision name.
@@ -57,19 +85,22 @@ func parseRevision(base, name string) (revision, bool) {
 		}
 		return revision{Revision: storage.Revision{ID: rest[1:], Time: t}, seed: true}, true
 	case '.': // base.<n>@<ts>Z
-		num, stamp, ok := strings.Cut(rest[1:], "@")
-		if !ok || num == "" || strings.TrimLeft(num, "0123456789") != "" {
+		id, stamp, ok := strings.Cut(rest[1:], "@")
+		if !ok || id == "" || strings.TrimLeft(id, "0123456789") != "" {
 			return revision{}, false
 		}
-		n, err := strconv.Atoi(num)
-		if err != nil {
+		num := strings.TrimLeft(id, "0")
+		if num == "" {
+			num = "0"
+		}
+		if len(num) > maxRevisionDigits {
 			return revision{}, false
 		}
 		t, ok := parseStamp(stamp)
 		if !ok {
 			return revision{}, false
 		}
-		return revision{Revision: storage.Revision{ID: num, Time: t}, n: n}, true
+		return revision{Revision: storage.Revision{ID: id, Time: t}, num: num}, true
 	}
 	return revision{}, false
 }
@@ -100,21 +131,21 @@ func listRevisions(clean string) ([]revision, error) {
 		if a.seed {
 			return a.Time.Before(b.Time)
 		}
-		return a.n < b.n
+		return cmpNum(a.num, b.num) < 0
 	})
 	return revs, nil
 }
 
 // nextRevision is the number of the next revision: the newest number plus
 // one, or 1.
-func nextRevision(revs []revision) int {
-	n := 0
+func nextRevision(revs []revision) string {
+	n := "0"
 	for _, r := range revs {
-		if !r.seed && r.n > n {
-			n = r.n
+		if !r.seed && cmpNum(r.num, n) > 0 {
+			n = r.num
 		}
 	}
-	return n + 1
+	return incNum(n)
 }
 
 // toPrune returns the revisions Qubes' _prune_revisions(keep) deletes:
@@ -205,14 +236,21 @@ func (v *volume) addRevision(revs []revision) ([]revision, error) {
 	}
 	n, t := nextRevision(revs), st.ModTime().Truncate(time.Second)
 	dst := revisionPath(v.clean, n, t)
-	if err := v.p.linkNoSync(v.clean, dst); err != nil {
-		return revs, err
+	// A name that exists without being a revision (a number beyond
+	// maxRevisionDigits beside it, planted by hand) must not stop every
+	// commit: take the next number.
+	for err := v.p.linkNoSync(v.clean, dst); err != nil; err = v.p.linkNoSync(v.clean, dst) {
+		if !errors.Is(err, fs.ErrExist) || len(n) > maxRevisionDigits {
+			return revs, err
+		}
+		n = incNum(n)
+		dst = revisionPath(v.clean, n, t)
 	}
 	v.p.crashPoint("revision-linked")
 	if err := fsutil.SyncDir(filepath.Dir(v.clean)); err != nil {
 		return revs, err
 	}
-	r := revision{Revision: storage.Revision{ID: strconv.Itoa(n), Time: t.UTC()}, path: dst, n: n}
+	r := revision{Revision: storage.Revision{ID: n, Time: t.UTC()}, path: dst, num: n}
 	return append(revs, r), nil
 }
 
