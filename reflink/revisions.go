@@ -279,7 +279,10 @@ func (v *volume) Revisions(ctx context.Context) ([]storage.Revision, error) {
 }
 
 // Revert makes revision id (the newest for "") the clean image; the
-// current clean image is kept as a new revision first (no pruning).
+// current clean image is kept as a new revision first (no pruning). The
+// newest revision is the newest that is not the clean image itself, so a
+// revert retried after a crash between its hard link and its rename
+// restores its target.
 func (v *volume) Revert(ctx context.Context, id string) error {
 	if id != "" {
 		if err := storage.ValidateRevisionID(id); err != nil {
@@ -294,11 +297,24 @@ func (v *volume) Revert(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
+		// A revision that is a second name of the clean image (a revert,
+		// commit or import cut short after its hard link) holds the current
+		// state, not an older one: the newest older one is the target.
+		clean, err := os.Stat(v.clean)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 		var target *revision
 		for i := range revs {
-			if id == "" || revs[i].ID == id {
-				target = &revs[i]
+			if id != "" && revs[i].ID != id {
+				continue
 			}
+			if clean != nil && id == "" {
+				if st, err := os.Stat(revs[i].path); err == nil && os.SameFile(clean, st) {
+					continue
+				}
+			}
+			target = &revs[i]
 		}
 		if target == nil {
 			if id == "" {
