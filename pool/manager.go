@@ -26,7 +26,16 @@ type ManagerOptions struct {
 	// every pool (storage.PoolConfig.Logger), whose driver adds the pool's
 	// name to its lines. The zero value logs nothing.
 	Logger zerolog.Logger
+	// LockWait bounds every wait for a lock another process holds: the
+	// state directory's in OpenManager and each pool's when it is opened
+	// or added (then the error wraps storage.ErrInUse and names the
+	// holder). Zero means DefaultLockWait. A lock this process holds
+	// already is refused at once.
+	LockWait time.Duration
 }
+
+// DefaultLockWait is the LockWait of a Manager whose options set none.
+const DefaultLockWait = 30 * time.Second
 
 // Manager keeps the named pools of one host and the volume configurations
 // of its VMs in one state file (see [StateFile]), as Qubes keeps them in
@@ -45,9 +54,10 @@ type ManagerOptions struct {
 // caller that changes a volume's size that way (Resize, ImportData,
 // ImportVolume, Revert) calls Save afterwards.
 type Manager struct {
-	dir  string
-	log  zerolog.Logger
-	lock *fsutil.Lock
+	dir      string
+	log      zerolog.Logger
+	lock     *fsutil.Lock
+	lockWait time.Duration
 
 	// mu guards closed, pools and vms: held exclusively to add or remove
 	// a pool or volume, shared to use one. It is taken before saveMu.
@@ -65,8 +75,8 @@ type Manager struct {
 
 // OpenManager opens the Manager whose state lives in dir, creating dir
 // (mode 0700) if it is missing. It takes an exclusive flock on dir, waiting
-// until ctx ends for another holder to release it (then the error wraps
-// storage.ErrInUse). It reads dir/state.json (a missing file is an empty
+// up to opts.LockWait (or until ctx ends) for another holder to release it
+// (then the error wraps storage.ErrInUse and names the holder). It reads dir/state.json (a missing file is an empty
 // state; malformed JSON, an unknown field or a version other than 1 is an
 // error wrapping storage.ErrInvalidConfig, and the file is left alone),
 // opens every pool with [Open] (Setup is not run again) and registers
@@ -76,19 +86,26 @@ func OpenManager(ctx context.Context, dir string, opts ManagerOptions) (*Manager
 	if err := makeStateDir(dir); err != nil {
 		return nil, fmt.Errorf("open pool manager: %w", err)
 	}
-	lock, err := fsutil.LockPath(ctx, dir)
+	wait := opts.LockWait
+	if wait <= 0 {
+		wait = DefaultLockWait
+	}
+	lctx, cancel := context.WithTimeout(ctx, wait)
+	lock, err := fsutil.LockPath(lctx, dir)
+	cancel()
 	if err != nil {
 		if errors.Is(err, fsutil.ErrLocked) {
-			return nil, fmt.Errorf("open pool manager: another process holds the lock on %s: %w (%w)", dir, storage.ErrInUse, ctx.Err())
+			return nil, fmt.Errorf("open pool manager: %w: %w", storage.ErrInUse, err)
 		}
 		return nil, fmt.Errorf("open pool manager: %w", err)
 	}
 	m := &Manager{
-		dir:   dir,
-		log:   opts.Logger,
-		lock:  lock,
-		pools: make(map[string]storage.Pool),
-		vms:   make(map[string]map[string]storage.Volume),
+		dir:      dir,
+		log:      opts.Logger,
+		lock:     lock,
+		lockWait: wait,
+		pools:    make(map[string]storage.Pool),
+		vms:      make(map[string]map[string]storage.Volume),
 	}
 	if err := m.load(ctx); err != nil {
 		m.closeAll()
@@ -120,7 +137,7 @@ func (m *Manager) load(ctx context.Context) error {
 		if err := storage.ValidatePoolName(name); err != nil {
 			return fmt.Errorf("state file: %w", err)
 		}
-		p, err := Open(ctx, ps.Driver, storage.PoolConfig{Name: name, Params: maps.Clone(ps.Params), Logger: m.log})
+		p, err := m.openPool(ctx, name, ps.Driver, ps.Params)
 		if err != nil {
 			return fmt.Errorf("open pool %s: %w", name, err)
 		}
@@ -323,4 +340,12 @@ func (m *Manager) closeAll() error {
 		errs = append(errs, fmt.Errorf("unlock %s: %w", m.dir, err))
 	}
 	return errors.Join(errs...)
+}
+
+// openPool opens a pool with the driver's Open, waiting at most lockWait
+// for the pool's lock.
+func (m *Manager) openPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.lockWait)
+	defer cancel()
+	return Open(ctx, driver, storage.PoolConfig{Name: name, Params: maps.Clone(params), Logger: m.log})
 }

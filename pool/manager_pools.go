@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -17,7 +19,9 @@ import (
 // "name" or "driver" parameter is ErrInvalidConfig, a name in use
 // ErrExists, an unknown driver ErrNotFound. On any failure nothing is
 // saved and the pool is closed; what Setup made stays (as in Qubes, where
-// a pool's directory may hold data from before).
+// a pool's directory may hold data from before). A dir_path that is the
+// directory of a pool this Manager holds (the same path, a symlink to it)
+// or its state directory is ErrExists at once.
 func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -35,11 +39,17 @@ func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[s
 			return nil, fmt.Errorf("add pool %s: %w: %q is not a driver parameter", name, storage.ErrInvalidConfig, k)
 		}
 	}
-	p, err := Open(ctx, driver, storage.PoolConfig{Name: name, Params: maps.Clone(params), Logger: m.log})
+	if err := m.checkPlace(params); err != nil {
+		return nil, fmt.Errorf("add pool %s: %w", name, err)
+	}
+	p, err := m.openPool(ctx, name, driver, params)
 	if err != nil {
 		return nil, fmt.Errorf("add pool %s: %w", name, err)
 	}
-	if err := p.Setup(ctx); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, m.lockWait) // Setup locks a directory it creates
+	err = p.Setup(sctx)
+	cancel()
+	if err != nil {
 		m.closePool(p)
 		return nil, fmt.Errorf("add pool %s: %w", name, err)
 	}
@@ -150,4 +160,37 @@ func (m *Manager) SetPoolParameter(ctx context.Context, name, key, value string)
 		return fail(err)
 	}
 	return nil
+}
+
+// checkPlace refuses a new pool whose dir_path is the directory of a pool
+// m holds, or m's state directory: opening it would wait for m's own lock.
+// The caller holds mu.
+func (m *Manager) checkPlace(params map[string]string) error {
+	dir, ok := params["dir_path"]
+	if !ok || dir == "" {
+		return nil
+	}
+	if samePlace(dir, m.dir) {
+		return fmt.Errorf("directory %s is the state directory of this pool manager: %w", dir, storage.ErrExists)
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.pools)) {
+		if other, ok := m.pools[name].Config()["dir_path"]; ok && samePlace(dir, other) {
+			return fmt.Errorf("directory %s is already pool %s: %w", dir, name, storage.ErrExists)
+		}
+	}
+	return nil
+}
+
+// samePlace reports whether paths a and b name the same directory: the
+// same file where both exist (symlinks followed), else the same absolute
+// path.
+func samePlace(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(sa, sb)
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && absA == absB
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vmpool/vmpool/internal/testenv"
 	"github.com/vmpool/vmpool/storage"
 )
 
@@ -144,33 +146,39 @@ func TestManagerStateFile(t *testing.T) {
 	assert.Len(t, entries, 1, "no temporary file is left beside the state file")
 }
 
+// TestManagerLock: a second Manager of the same directory in this process
+// is refused at once; one held by another process is waited for up to
+// LockWait, with an error naming the holder, and had once it is free.
 func TestManagerLock(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	first, err := OpenManager(context.Background(), dir, ManagerOptions{})
 	require.NoError(t, err)
+	start := time.Now()
+	_, err = OpenManager(context.Background(), dir, ManagerOptions{})
+	require.ErrorIs(t, err, storage.ErrInUse)
+	assert.Contains(t, err.Error(), "by this process")
+	assert.Less(t, time.Since(start), time.Second, "refused at once")
+	require.NoError(t, first.Close())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	_, err = OpenManager(ctx, dir, ManagerOptions{})
+	testenv.RequireCommand(t, "flock")
+	ready := filepath.Join(t.TempDir(), "ready")
+	holder := exec.Command("flock", "-x", dir, "-c", "touch "+ready+"; sleep 0.5")
+	require.NoError(t, holder.Start())
+	for i := 0; ; i++ {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		require.Less(t, i, 500, "the holder never took the lock")
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err = OpenManager(context.Background(), dir, ManagerOptions{LockWait: 50 * time.Millisecond})
 	require.ErrorIs(t, err, storage.ErrInUse)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Contains(t, err.Error(), "another process holds the lock")
-
-	type result struct {
-		m   *Manager
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		m, err := OpenManager(ctx, dir, ManagerOptions{})
-		got <- result{m, err}
-	}()
-	require.NoError(t, first.Close())
-	r := <-got
-	require.NoError(t, r.err, "the waiting OpenManager gets the lock once the first Manager closes")
-	assert.NoError(t, r.m.Close())
+	assert.Regexp(t, `locked by pid [0-9]+ \(flock\)`, err.Error())
+	m, err := OpenManager(context.Background(), dir, ManagerOptions{})
+	require.NoError(t, err, "the waiting OpenManager gets the lock once the holder lets go")
+	assert.NoError(t, m.Close())
+	require.NoError(t, holder.Wait())
 }
 
 func TestManagerBadStateFile(t *testing.T) {

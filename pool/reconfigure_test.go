@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -90,4 +91,33 @@ func TestReconfigurePersists(t *testing.T) {
 	require.NoError(t, m.StartVM(ctx, "work"))
 	assert.Equal(t, block(0x22), readDevice(t, vol(t, m, "work", "root")), "the root starts from the new template")
 	require.NoError(t, m.StopVM(ctx, "work"))
+}
+
+// TestAddPoolOnHeldDirectory: a pool added on a directory the Manager
+// holds already (the same path, a symlink to it, the state directory)
+// is refused at once, naming the pool.
+func TestAddPoolOnHeldDirectory(t *testing.T) {
+	ctx := t.Context()
+	base := t.TempDir()
+	stateDir, poolDir := filepath.Join(base, "state"), filepath.Join(base, "pool")
+	m := reflinkManager(t, stateDir, poolDir)
+	defer func() { require.NoError(t, m.Close()) }()
+	link := filepath.Join(base, "link")
+	require.NoError(t, os.Symlink(poolDir, link))
+	before := stateBytes(t, stateDir)
+	for dir, msg := range map[string]string{
+		poolDir:       "is already pool p",
+		poolDir + "/": "is already pool p",
+		link:          "is already pool p",
+		stateDir:      "is the state directory",
+		filepath.Join(base, "..", filepath.Base(base), "pool"): "is already pool p",
+	} {
+		start := time.Now()
+		_, err := m.AddPool(ctx, "q", "file-reflink", map[string]string{"dir_path": dir, "setup_check": "no"})
+		assert.ErrorIs(t, err, storage.ErrExists, dir)
+		assert.ErrorContains(t, err, msg, dir)
+		assert.Less(t, time.Since(start), time.Second, dir)
+	}
+	assert.Equal(t, before, stateBytes(t, stateDir))
+	assert.Len(t, m.Pools(), 1)
 }
