@@ -210,6 +210,23 @@ func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	return nil
 }
 
+// checkDir returns an error wrapping storage.ErrNotFound when the pool's
+// directory is missing or is not a directory (an unmounted mount point
+// whose directory was removed, a dir_path renamed away).
+func (p *reflinkPool) checkDir() error {
+	st, err := os.Stat(p.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("the pool's directory %s is missing (not mounted?): %w", p.dir, storage.ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%w: the pool's directory %s is not a directory", storage.ErrInvalidConfig, p.dir)
+	}
+	return nil
+}
+
 // crashPoint calls the test hook, if any.
 func (p *reflinkPool) crashPoint(point string) {
 	if p.crashHook != nil {

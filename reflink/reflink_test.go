@@ -554,3 +554,25 @@ func TestRevisionNumbersDoNotOverflow(t *testing.T) {
 	assert.Equal(t, "100", incNum("99"))
 	assert.Equal(t, "9223372036854775808", incNum("9223372036854775807"))
 }
+
+// TestRemoveWithPoolDirMissing: with the pool's directory gone (an
+// unmounted mount point), Remove fails clearly and forgets nothing; when
+// the directory is back, Remove removes the images.
+func TestRemoveWithPoolDirMissing(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "pool")
+	tp := openTestPool(t, dir, map[string]string{"setup_check": "no"}, true)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20})
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, tp.Flush(ctx))
+	require.NoError(t, os.Rename(dir, dir+".away"))
+	err := v.Remove(ctx)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	assert.ErrorContains(t, err, "directory "+dir+" is missing")
+	_, err = tp.Volume(v.Config().VID)
+	assert.NoError(t, err, "the volume is still registered")
+	assert.ErrorIs(t, v.Create(ctx), storage.ErrNotFound, "create needs the directory too")
+	require.NoError(t, os.Rename(dir+".away", dir))
+	require.NoError(t, v.Remove(ctx))
+	assert.NoFileExists(t, v.clean)
+}

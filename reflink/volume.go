@@ -224,6 +224,9 @@ func (v *volume) removeAllImages() error {
 // makes an empty sparse clean image of the configured size.
 func (v *volume) Create(ctx context.Context) error {
 	return v.do(ctx, "create", func() error {
+		if err := v.p.checkDir(); err != nil {
+			return err
+		}
 		if err := v.removeAllImages(); err != nil {
 			return err
 		}
@@ -239,9 +242,16 @@ func (v *volume) Create(ctx context.Context) error {
 }
 
 // Remove deletes all images and revisions, forgets the volume and removes
-// its VM directory if it is empty.
+// its VM directory if it is empty. With the pool's directory missing it
+// fails (storage.ErrNotFound) and forgets nothing.
 func (v *volume) Remove(ctx context.Context) error {
 	return v.do(ctx, "remove", func() error {
+		// Without the pool's directory (an unmounted mount point) there is
+		// nothing to remove now, and forgetting the volume would orphan its
+		// images when the directory comes back.
+		if err := v.p.checkDir(); err != nil {
+			return err
+		}
 		if err := v.removeAllImages(); err != nil {
 			return err
 		}
