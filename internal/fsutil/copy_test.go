@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -288,25 +287,4 @@ func TestDurableOps(t *testing.T) {
 
 	assert.True(t, fsutil.IsTemp("/x/private.img~123"))
 	assert.False(t, fsutil.IsTemp("/x~y/private.img"))
-}
-
-func TestLockPath(t *testing.T) {
-	dir := t.TempDir()
-	l, err := fsutil.LockPath(context.Background(), dir)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	_, err = fsutil.LockPath(ctx, dir)
-	require.True(t, errors.Is(err, fsutil.ErrLocked), "%v", err)
-
-	got := make(chan error, 1)
-	go func() {
-		l2, err := fsutil.LockPath(context.Background(), dir)
-		if err == nil {
-			err = l2.Unlock()
-		}
-		got <- err
-	}()
-	require.NoError(t, l.Unlock())
-	require.NoError(t, <-got, "the waiter gets the lock once it is free")
 }
