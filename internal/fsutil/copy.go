@@ -2,14 +2,8 @@ package fsutil
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // CopyOptions modify CopyFile.
@@ -34,7 +28,8 @@ type CopyResult struct {
 	// CloneErr is why FICLONE was refused (nil if it was not tried or
 	// succeeded).
 	CloneErr error
-	// Bytes is the data the sparse copy read and wrote (0 for a reflink).
+	// Bytes is the data the sparse copy read: src's data regions (0 for a
+	// reflink). All-zero blocks among them were not written.
 	Bytes int64
 	// Temp is the temporary name the copy was written under.
 	Temp string
@@ -66,6 +61,7 @@ func CopyFile(ctx context.Context, src, dst string, opt CopyOptions) (res CopyRe
 			os.Remove(tmp.Name())
 		}
 	}()
+	size := int64(0) // tmp's
 	if opt.Size != 0 {
 		if !opt.NoClone {
 			res.CloneErr = Clone(tmp, in)
@@ -73,14 +69,15 @@ func CopyFile(ctx context.Context, src, dst string, opt CopyOptions) (res CopyRe
 			if res.CloneErr != nil && !CloneRefused(res.CloneErr) {
 				return res, res.CloneErr
 			}
+			size = st.Size()
 		}
 		if !res.Reflinked {
-			if res.Bytes, err = SparseCopy(ctx, tmp, in, opt.Progress); err != nil {
+			if size, res.Bytes, err = sparseCopy(ctx, tmp, in, -1, opt.Progress); err != nil {
 				return res, err
 			}
 		}
 	}
-	if opt.Size >= 0 && opt.Size != st.Size() {
+	if opt.Size >= 0 && opt.Size != size {
 		if err := tmp.Truncate(opt.Size); err != nil {
 			return res, err
 		}
@@ -129,95 +126,4 @@ func CreateSparse(dst string, size int64) (temp string, err error) {
 		return tmp.Name(), err
 	}
 	return tmp.Name(), SyncDir(filepath.Dir(dst))
-}
-
-// copyChunk bounds one copy_file_range call, so that cancellation is seen
-// promptly.
-const copyChunk = 8 << 20
-
-// SparseCopy copies the data of src into dst, which must be empty: dst
-// gets src's size, and src's holes (found with SEEK_DATA/SEEK_HOLE) stay
-// holes, so the time taken grows with the allocated data, not the apparent
-// size. Data is moved with copy_file_range, or read/write where the kernel
-// refuses it. ctx is checked between chunks; progress gets the offset
-// reached and the size. It returns the bytes copied.
-func SparseCopy(ctx context.Context, dst, src *os.File, progress func(done, total int64)) (int64, error) {
-	st, err := src.Stat()
-	if err != nil {
-		return 0, err
-	}
-	size := st.Size()
-	if err := dst.Truncate(size); err != nil {
-		return 0, err
-	}
-	if progress == nil {
-		progress = func(int64, int64) {}
-	}
-	var copied int64
-	useCFR := true
-	start := time.Now()
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(int(src.Fd()), off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // only a hole is left
-		}
-		if err != nil {
-			return copied, &os.PathError{Op: "seek data", Path: src.Name(), Err: err}
-		}
-		hole, err := unix.Seek(int(src.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			return copied, &os.PathError{Op: "seek hole", Path: src.Name(), Err: err}
-		}
-		for pos := data; pos < hole; {
-			if err := ctx.Err(); err != nil {
-				return copied, fmt.Errorf("copy %s after %d bytes in %v: %w", src.Name(), copied, time.Since(start), err)
-			}
-			n := min(hole-pos, copyChunk)
-			var w int64
-			if useCFR {
-				w, err = copyRange(dst, src, pos, n)
-				if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) ||
-					errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
-					useCFR = false
-					continue
-				}
-			} else {
-				w, err = readWrite(dst, src, pos, n)
-			}
-			if err != nil {
-				return copied, err
-			}
-			pos += w
-			copied += w
-			progress(pos, size)
-		}
-		off = hole
-	}
-	progress(size, size)
-	return copied, nil
-}
-
-func copyRange(dst, src *os.File, pos, n int64) (int64, error) {
-	roff, woff := pos, pos
-	w, err := unix.CopyFileRange(int(src.Fd()), &roff, int(dst.Fd()), &woff, int(n), 0)
-	if err != nil {
-		return 0, &os.PathError{Op: "copy_file_range", Path: src.Name() + " -> " + dst.Name(), Err: err}
-	}
-	if w == 0 {
-		return 0, fmt.Errorf("copy_file_range %s: %w", src.Name(), io.ErrUnexpectedEOF)
-	}
-	return int64(w), nil
-}
-
-func readWrite(dst, src *os.File, pos, n int64) (int64, error) {
-	buf := make([]byte, min(n, 1<<20))
-	r, err := src.ReadAt(buf, pos)
-	if r == 0 && err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, err
-	}
-	w, err := dst.WriteAt(buf[:r], pos)
-	return int64(w), err
 }
