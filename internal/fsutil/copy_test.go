@@ -4,19 +4,24 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/internal/loopfs"
+	"github.com/vmpool/vmpool/internal/testenv"
 )
 
 // filesystems are the filesystems the copy tests run on, with whether
@@ -287,4 +292,134 @@ func TestDurableOps(t *testing.T) {
 
 	assert.True(t, fsutil.IsTemp("/x/private.img~123"))
 	assert.False(t, fsutil.IsTemp("/x~y/private.img"))
+}
+
+// patterned returns 9 MiB of random data with a zero region from 3 to
+// 6 MiB, what the block device and FIFO tests copy.
+func patterned() []byte {
+	b := randomBytes(9 << 20)
+	clear(b[3<<20 : 6<<20])
+	return b
+}
+
+// progressLog collects the reports of a copy.
+type progressLog struct {
+	mu      sync.Mutex
+	reports [][2]int64
+}
+
+func (p *progressLog) report(done, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reports = append(p.reports, [2]int64{done, total})
+}
+
+// TestCopyFileBlockDevice copies a loop device: the copy has the device's
+// size and data, its zero region is a hole, and progress runs to the size
+// BLKGETSIZE64 gives.
+func TestCopyFileBlockDevice(t *testing.T) {
+	mnt := loopfs.Mount(t, loopfs.Ext4, 64<<20)
+	testenv.RequireCommand(t, "losetup")
+	want := patterned()
+	backing := filepath.Join(mnt, "backing")
+	require.NoError(t, os.WriteFile(backing, want, 0o600))
+	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
+	require.NoError(t, err)
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
+			t.Errorf("detach %s: %v: %s", dev, err, out)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		size int64
+	}{{"copy", -1}, {"extend", 12 << 20}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := filepath.Join(mnt, tc.name)
+			var p progressLog
+			res, err := fsutil.CopyFile(context.Background(), dev, dst, fsutil.CopyOptions{Size: tc.size, Progress: p.report})
+			require.NoError(t, err)
+			assert.False(t, res.Reflinked)
+			assert.NoError(t, res.CloneErr, "FICLONE is not tried")
+			assert.EqualValues(t, len(want), res.Bytes)
+			w := want
+			if tc.size >= 0 {
+				w = append(bytes.Clone(want), make([]byte, tc.size-int64(len(want)))...)
+			}
+			assertSameContent(t, w, dst)
+			assert.LessOrEqual(t, fsutil.Allocated(ino(t, dst)), int64(6<<20+64<<10), "the zero region is a hole")
+			assert.EqualValues(t, 6<<20, nextData(t, dst, 3<<20), "the zero region is a hole")
+			require.NotEmpty(t, p.reports)
+			assert.Equal(t, [2]int64{9 << 20, 9 << 20}, p.reports[len(p.reports)-1])
+			for _, r := range p.reports {
+				assert.EqualValues(t, 9<<20, r[1], "the total is the device's size")
+			}
+			assertNoTemp(t, mnt)
+		})
+	}
+}
+
+// TestCopyFileFIFO copies what a writer sends through a FIFO: its size is
+// what was read until the writer closed it.
+func TestCopyFileFIFO(t *testing.T) {
+	mnt := loopfs.Mount(t, loopfs.Ext4, 64<<20)
+	want := patterned()
+	for _, tc := range []struct {
+		name string
+		size int64
+		data int64 // bytes that are not in the zero region
+	}{{"copy", -1, 6 << 20}, {"shrink", 4 << 20, 3 << 20}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(mnt, tc.name)
+			require.NoError(t, os.Mkdir(dir, 0o755))
+			fifo, dst := filepath.Join(dir, "fifo"), filepath.Join(dir, "dst")
+			require.NoError(t, unix.Mkfifo(fifo, 0o600))
+			written := make(chan error, 1)
+			go func() {
+				f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+				if err == nil {
+					_, err = f.Write(want)
+					err = errors.Join(err, f.Close())
+				}
+				written <- err
+			}()
+			var p progressLog
+			res, err := fsutil.CopyFile(context.Background(), fifo, dst, fsutil.CopyOptions{Size: tc.size, Progress: p.report})
+			require.NoError(t, err)
+			require.NoError(t, <-written)
+			assert.False(t, res.Reflinked)
+			assert.NoError(t, res.CloneErr, "FICLONE is not tried")
+			assert.EqualValues(t, len(want), res.Bytes)
+			w := want
+			if tc.size >= 0 {
+				w = want[:tc.size]
+			}
+			assertSameContent(t, w, dst)
+			assert.LessOrEqual(t, fsutil.Allocated(ino(t, dst)), tc.data+64<<10, "the zero region is a hole")
+			require.NotEmpty(t, p.reports)
+			assert.Equal(t, [2]int64{9 << 20, 9 << 20}, p.reports[len(p.reports)-1], "the total is known at the end")
+			for _, r := range p.reports[:len(p.reports)-1] {
+				assert.EqualValues(t, -1, r[1], "the total is unknown until the end")
+			}
+			assertNoTemp(t, dir)
+		})
+	}
+}
+
+// TestCopyFileOddSource checks that what is neither a regular file, a
+// block device nor a FIFO is refused.
+func TestCopyFileOddSource(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "sock")
+	l, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	defer l.Close()
+	for what, src := range map[string]string{"directory": dir, "character device": "/dev/null", "socket": sock} {
+		_, err := fsutil.CopyFile(context.Background(), src, filepath.Join(dir, "dst"), fsutil.CopyOptions{Size: -1})
+		require.ErrorIs(t, err, fsutil.ErrFileType, what)
+		assert.Contains(t, err.Error(), "a "+what+" is not a regular file", what)
+		assertNoTemp(t, dir)
+		assert.NoFileExists(t, filepath.Join(dir, "dst"))
+	}
 }
