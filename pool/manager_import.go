@@ -1,26 +1,26 @@
 package pool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/storage"
 )
 
-// importBlock is the unit in which ImportData copies; an all-zero block is
-// not written but skipped, so it stays a hole.
-const importBlock = 64 << 10
-
 // ImportData replaces the data of volume name of VM vm with exactly size
 // bytes read from r, as qvm-volume import does: the volume's ImportData
-// gives a fresh image of size bytes, r is copied into it (all-zero 64 KiB
+// gives a fresh image of size bytes, r is copied into it (all-zero 4 KiB
 // blocks are skipped, so they stay holes), and ImportDataEnd commits it,
 // or discards it if the copy failed. The volume's size becomes size; the
 // state is saved. Progress is reported to the storage.ProgressFunc of ctx.
+//
+// When r is an *os.File holding a regular file, it is copied from its
+// current offset and its holes are skipped without being read, so
+// importing a large sparse image takes the time of its data.
 //
 // The VM must be stopped (ErrRunning), as the Admin API requires; a
 // negative size is ErrInvalidConfig; fewer or more than size bytes in r is
@@ -70,39 +70,18 @@ func copyImport(ctx context.Context, path string, r io.Reader, size int64) error
 		return err
 	}
 	defer f.Close()
-	progress := storage.ProgressFrom(ctx)
-	buf := make([]byte, importBlock)
-	zero := make([]byte, importBlock)
-	var done int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		n, rerr := io.ReadFull(r, buf)
-		if int64(n) > size-done {
-			return fmt.Errorf("too much data (expected %d bytes)", size)
-		}
-		if n > 0 && !bytes.Equal(buf[:n], zero[:n]) {
-			if _, err := f.WriteAt(buf[:n], done); err != nil {
-				return err
-			}
-		}
-		done += int64(n)
-		if n > 0 {
-			progress(done, size)
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("read import data: %w", rerr)
-		}
+	src := r
+	if _, ok := r.(*os.File); !ok {
+		src = importReader{r} // an *os.File names itself in its errors
 	}
-	if done < size {
-		return fmt.Errorf("not enough data (copied %d bytes, expected %d bytes)", done, size)
+	n, err := fsutil.SparseCopy(ctx, f, src, size, storage.ProgressFrom(ctx))
+	if err != nil {
+		return err
 	}
-	// The image should already have size bytes; make sure of it, as the
-	// trailing holes were never written.
+	if n < size {
+		return fmt.Errorf("not enough data (copied %d bytes, expected %d bytes)", n, size)
+	}
+	// The image should already have size bytes; make sure of it.
 	if st, err := f.Stat(); err != nil {
 		return err
 	} else if st.Size() != size {
@@ -114,4 +93,16 @@ func copyImport(ctx context.Context, path string, r io.Reader, size int64) error
 		return err
 	}
 	return f.Close()
+}
+
+// importReader says that its reader's errors are read errors of the
+// import data.
+type importReader struct{ r io.Reader }
+
+func (r importReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("read import data: %w", err)
+	}
+	return n, err
 }
