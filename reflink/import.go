@@ -14,6 +14,9 @@ func (v *volume) Export(ctx context.Context) (string, error) {
 	if !v.cfg.SaveOnStop {
 		return "", v.wrap("export", fmt.Errorf("not save_on_stop: %w", storage.ErrUnsupported))
 	}
+	if err := v.checkPaths(); err != nil {
+		return "", v.wrap("export", err)
+	}
 	if !exists(v.clean) {
 		if v.conf().SnapshotsDisabled() && exists(v.dirty) {
 			return "", v.wrap("export", fmt.Errorf("it runs with snapshots disabled: %w", storage.ErrDirty))

@@ -40,6 +40,10 @@ func (v *volume) makePrecache(ctx context.Context) {
 	if v.removed || !v.keepsPrecache() || exists(v.dirty) {
 		return
 	}
+	if err := v.checkPaths(); err != nil {
+		v.p.log.Warn().Err(err).Str("vid", v.cfg.VID).Msg("no precache")
+		return
+	}
 	st, err := os.Stat(v.clean)
 	if err != nil {
 		return

@@ -120,6 +120,9 @@ func listRevisions(clean string) ([]revision, error) {
 	for _, e := range entries {
 		if r, ok := parseRevision(base, e.Name()); ok {
 			r.path = filepath.Join(filepath.Dir(clean), e.Name())
+			if !e.Type().IsRegular() {
+				return nil, fmt.Errorf("revision %s is a %s, not a regular file: %w", r.path, fileKind(e.Type()), storage.ErrUnsafePath)
+			}
 			revs = append(revs, r)
 		}
 	}
@@ -267,6 +270,9 @@ func (v *volume) pruneRevisions(revs []revision, keep int) error {
 
 // Revisions lists the revisions, seed-era ones first, then by number.
 func (v *volume) Revisions(ctx context.Context) ([]storage.Revision, error) {
+	if err := v.checkPaths(); err != nil {
+		return nil, v.wrap("revisions", err)
+	}
 	revs, err := listRevisions(v.clean)
 	if err != nil {
 		return nil, v.wrap("revisions", err)

@@ -79,7 +79,90 @@ func (v *volume) do(ctx context.Context, op string, fn func() error) error {
 	if v.removed {
 		return v.wrap(op, fmt.Errorf("volume was removed: %w", storage.ErrNotFound))
 	}
+	if err := v.checkPaths(); err != nil {
+		return v.wrap(op, err)
+	}
 	return v.wrap(op, fn())
+}
+
+// checkPaths refuses (storage.ErrUnsafePath) a volume whose directories
+// (vm-templates/ or appvms/, the VM's) are symlinks or not directories, or
+// whose images (clean, dirty, precache, import; a snapshot's source image
+// and its directories) are symlinks or not regular files: nothing the
+// driver does may follow a link out of the pool; revisions are checked by
+// listing them. Missing paths are fine.
+func (v *volume) checkPaths() error {
+	vmDir := filepath.Dir(v.base)
+	if err := checkDirs(filepath.Dir(vmDir), vmDir); err != nil {
+		return err
+	}
+	if err := checkFiles(v.clean, v.dirty, v.precache, v.importPath); err != nil {
+		return err
+	}
+	if _, err := listRevisions(v.clean); err != nil { // refuses a revision that is no regular file
+		return err
+	}
+	if c := v.conf(); c.SnapOnStart {
+		src := v.sourceClean()
+		if err := checkDirs(filepath.Dir(filepath.Dir(src)), filepath.Dir(src)); err != nil {
+			return err
+		}
+		return checkFiles(src)
+	}
+	return nil
+}
+
+// checkDirs returns storage.ErrUnsafePath for a path that exists and is
+// not a directory (a symlink to one included).
+func checkDirs(paths ...string) error {
+	for _, path := range paths {
+		st, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s is a %s, not a directory: %w", path, fileKind(st.Mode()), storage.ErrUnsafePath)
+		}
+	}
+	return nil
+}
+
+// checkFiles returns storage.ErrUnsafePath for a path that exists and is
+// not a regular file.
+func checkFiles(paths ...string) error {
+	for _, path := range paths {
+		st, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s is a %s, not a regular file: %w", path, fileKind(st.Mode()), storage.ErrUnsafePath)
+		}
+	}
+	return nil
+}
+
+// fileKind names the type of a file mode for an error message.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
 }
 
 func (v *volume) wrap(op string, err error) error {
@@ -151,6 +234,9 @@ func (v *volume) sourceClean() string {
 // revisions, and discarded files not yet deleted.
 func (v *volume) ownTemps() ([]string, error) {
 	dir := filepath.Dir(v.base)
+	if err := checkDirs(filepath.Dir(dir), dir); err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -270,6 +356,9 @@ func (v *volume) Verify(ctx context.Context) error {
 		return v.wrap("verify", err)
 	}
 	defer v.p.end()
+	if err := v.checkPaths(); err != nil {
+		return v.wrap("verify", err)
+	}
 	var img string
 	switch {
 	case v.cfg.SnapOnStart:
@@ -307,6 +396,9 @@ func (v *volume) IsOutdated(ctx context.Context) (bool, error) {
 	if !v.cfg.SnapOnStart || !exists(v.dirty) {
 		return false, nil
 	}
+	if err := v.checkPaths(); err != nil {
+		return false, v.wrap("is outdated", err)
+	}
 	src, err1 := os.Stat(v.sourceClean())
 	own, err2 := os.Stat(v.clean)
 	if err1 != nil || err2 != nil {
@@ -333,6 +425,9 @@ func (v *volume) size() (int64, error) {
 // Size returns the size of the dirty image, else of the clean image, else
 // the configured size.
 func (v *volume) Size(ctx context.Context) (int64, error) {
+	if err := v.checkPaths(); err != nil {
+		return 0, v.wrap("size", err)
+	}
 	n, err := v.size()
 	return n, v.wrap("size", err)
 }
@@ -340,6 +435,9 @@ func (v *volume) Size(ctx context.Context) (int64, error) {
 // Usage returns the bytes allocated to the dirty image, else the clean
 // image, else 0.
 func (v *volume) Usage(ctx context.Context) (int64, error) {
+	if err := v.checkPaths(); err != nil {
+		return 0, v.wrap("usage", err)
+	}
 	for _, path := range []string{v.dirty, v.clean} {
 		st, err := os.Stat(path)
 		if err == nil {

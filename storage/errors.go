@@ -37,6 +37,12 @@ var (
 	ErrInUse = errors.New("in use")
 	// ErrClosed: the pool or manager was closed.
 	ErrClosed = errors.New("closed")
+	// ErrUnsafePath: a path inside a pool is a symlink, or not the kind of
+	// file it should be (a directory where an image belongs). Drivers never
+	// follow such a path, so that nothing outside the pool is read,
+	// written, truncated or removed; the operation is refused and nothing
+	// changes.
+	ErrUnsafePath = errors.New("unsafe path in pool (a symlink or not the expected file type); vmpool never follows it")
 )
 
 // Error describes a failed operation on a pool or volume. Err is the cause;
