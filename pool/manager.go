@@ -3,6 +3,8 @@ package pool
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -55,6 +57,7 @@ const DefaultLockWait = 30 * time.Second
 // ImportVolume, Revert) calls Save afterwards.
 type Manager struct {
 	dir      string
+	id       string // the state's ID, the owner recorded in its pools' directories
 	log      zerolog.Logger
 	lock     *fsutil.Lock
 	lockWait time.Duration
@@ -132,12 +135,18 @@ func (m *Manager) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.id = st.ID
+	if m.id == "" {
+		if m.id, err = newStateID(); err != nil {
+			return err
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(st.Pools)) {
 		ps := st.Pools[name]
 		if err := storage.ValidatePoolName(name); err != nil {
 			return fmt.Errorf("state file: %w", err)
 		}
-		p, err := m.openPool(ctx, name, ps.Driver, ps.Params)
+		p, err := m.openPool(ctx, name, ps.Driver, ps.Params, false)
 		if err != nil {
 			return fmt.Errorf("open pool %s: %w", name, err)
 		}
@@ -278,9 +287,29 @@ func (m *Manager) save() error {
 	return nil
 }
 
+// restoreState puts the state file back to data, as last read or written
+// before a change that failed; nil data means there was no file. The
+// caller holds mu.
+func (m *Manager) restoreState(data []byte) error {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	if bytes.Equal(data, m.written) {
+		return nil
+	}
+	if data == nil {
+		if _, err := fsutil.Remove(filepath.Join(m.dir, StateFile)); err != nil {
+			return fmt.Errorf("restore state: %w", err)
+		}
+	} else if err := writeState(m.dir, data); err != nil {
+		return fmt.Errorf("restore state: %w", err)
+	}
+	m.written = data
+	return nil
+}
+
 // snapshot returns the state of the live objects; the caller holds mu.
 func (m *Manager) snapshot() *state {
-	st := &state{Version: stateVersion, Pools: make(map[string]poolState), VMs: make(map[string]vmState)}
+	st := &state{Version: stateVersion, ID: m.id, Pools: make(map[string]poolState), VMs: make(map[string]vmState)}
 	for name, p := range m.pools {
 		st.Pools[name] = poolState{Driver: p.Driver(), Params: persistentParams(p)}
 	}
@@ -342,10 +371,26 @@ func (m *Manager) closeAll() error {
 	return errors.Join(errs...)
 }
 
-// openPool opens a pool with the driver's Open, waiting at most lockWait
-// for the pool's lock.
-func (m *Manager) openPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
+// openPool opens a pool with the driver's Open, as owned by this state
+// (adopt: taking over a directory recorded for another owner at Setup),
+// waiting at most lockWait for the pool's lock.
+func (m *Manager) openPool(ctx context.Context, name, driver string, params map[string]string, adopt bool) (storage.Pool, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.lockWait)
 	defer cancel()
-	return Open(ctx, driver, storage.PoolConfig{Name: name, Params: maps.Clone(params), Logger: m.log})
+	return Open(ctx, driver, storage.PoolConfig{Name: name, Params: maps.Clone(params), Logger: m.log, Owner: m.owner(name), Adopt: adopt})
+}
+
+// owner is the owner this state records in the directory of its pool
+// name.
+func (m *Manager) owner(name string) storage.PoolOwner {
+	return storage.PoolOwner{ID: m.id, Desc: fmt.Sprintf("pool %s of the vmpool state in %s", name, m.dir)}
+}
+
+// newStateID returns a random state ID.
+func newStateID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("state ID: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }

@@ -132,6 +132,16 @@ func (p *fakePool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) 
 	return v, nil
 }
 
+func (p *fakePool) ForgetVolume(_ context.Context, vid string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.volumes[vid]; !ok {
+		return storage.ErrNotFound
+	}
+	delete(p.volumes, vid)
+	return nil
+}
+
 func (p *fakePool) Volume(vid string) (storage.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -23,6 +23,19 @@ import (
 // directory of a pool this Manager holds (the same path, a symlink to it)
 // or its state directory is ErrExists at once.
 func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
+	return m.addPool(ctx, name, driver, params, false)
+}
+
+// AdoptPool is AddPool for a directory that records another owner (the
+// pool of another state directory, see storage.PoolConfig.Owner), which
+// AddPool refuses with ErrInUse: the directory becomes this state's. The
+// other state's volumes are not taken over; CreateVolume still refuses to
+// replace their data.
+func (m *Manager) AdoptPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
+	return m.addPool(ctx, name, driver, params, true)
+}
+
+func (m *Manager) addPool(ctx context.Context, name, driver string, params map[string]string, adopt bool) (storage.Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(); err != nil {
@@ -42,16 +55,28 @@ func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[s
 	if err := m.checkPlace(params); err != nil {
 		return nil, fmt.Errorf("add pool %s: %w", name, err)
 	}
-	p, err := m.openPool(ctx, name, driver, params)
-	if err != nil {
+	// The state's ID is saved before a directory records it; if the pool
+	// is not added after all, the state file is put back as it was.
+	before := m.written
+	if err := m.save(); err != nil {
 		return nil, fmt.Errorf("add pool %s: %w", name, err)
+	}
+	fail := func(err error) (storage.Pool, error) {
+		if rerr := m.restoreState(before); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return nil, fmt.Errorf("add pool %s: %w", name, err)
+	}
+	p, err := m.openPool(ctx, name, driver, params, adopt)
+	if err != nil {
+		return fail(err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, m.lockWait) // Setup locks a directory it creates
 	err = p.Setup(sctx)
 	cancel()
 	if err != nil {
 		m.closePool(p)
-		return nil, fmt.Errorf("add pool %s: %w", name, err)
+		return fail(err)
 	}
 	m.pools[name] = p
 	if err := m.save(); err != nil {

@@ -128,8 +128,11 @@ func TestManagerStateFile(t *testing.T) {
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(readStateFile(t, dir), &got), "the state file is valid JSON")
+	id, ok := got["id"].(string)
+	assert.True(t, ok && len(id) == 32, "a random state ID: %v", got["id"])
 	want := map[string]any{
 		"version": 1.0,
+		"id":      id,
 		"pools": map[string]any{"p": map[string]any{
 			"driver": fakeDriverName,
 			// No name, no driver, no "fail": what Config reports, only.
@@ -296,7 +299,10 @@ func TestManagerRemovePool(t *testing.T) {
 	assert.True(t, p.(*fakePool).destroyed)
 	assert.True(t, p.(*fakePool).closed)
 	assert.Empty(t, m.Pools())
-	assert.JSONEq(t, `{"version": 1, "pools": {}, "vms": {}}`, string(readStateFile(t, dir)))
+	var st map[string]any
+	require.NoError(t, json.Unmarshal(readStateFile(t, dir), &st))
+	delete(st, "id")
+	assert.Equal(t, map[string]any{"version": 1.0, "pools": map[string]any{}, "vms": map[string]any{}}, st)
 }
 
 func TestManagerCreateVolumeErrors(t *testing.T) {

@@ -13,9 +13,23 @@ import (
 // as long as it has volumes. A malformed VM name or configuration is
 // ErrInvalidConfig; an unknown pool, or a snap_on_start source that is not
 // a volume of the same pool, ErrNotFound; a volume of that name in the VM,
-// or of that vid in the pool, ErrExists. On failure the volume is removed
-// again and nothing is saved.
+// or of that vid in the pool, ErrExists, and so is a save_on_stop vid
+// whose data or revisions are on disk already (left by another state or a
+// lost configuration): they are kept, never replaced (ReplaceVolume does).
+// On failure the volume's new images are removed again and nothing is
+// saved.
 func (m *Manager) CreateVolume(ctx context.Context, vm string, cfg storage.VolumeConfig) (storage.Volume, error) {
+	return m.createVolume(ctx, vm, cfg, false)
+}
+
+// ReplaceVolume is CreateVolume that first deletes whatever images and
+// revisions of cfg.VID are on disk, as Qubes' create does: the explicit
+// way to give a vid with old data a new, empty volume.
+func (m *Manager) ReplaceVolume(ctx context.Context, vm string, cfg storage.VolumeConfig) (storage.Volume, error) {
+	return m.createVolume(ctx, vm, cfg, true)
+}
+
+func (m *Manager) createVolume(ctx context.Context, vm string, cfg storage.VolumeConfig, replace bool) (storage.Volume, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(); err != nil {
@@ -49,7 +63,33 @@ func (m *Manager) CreateVolume(ctx context.Context, vm string, cfg storage.Volum
 	if err != nil {
 		return fail(err)
 	}
+	if replace {
+		running, err := v.IsRunning(ctx)
+		if err == nil && running {
+			err = fmt.Errorf("the vid's image on disk runs: %w", storage.ErrRunning)
+		}
+		if err != nil {
+			if ferr := p.ForgetVolume(context.WithoutCancel(ctx), cfg.VID); ferr != nil {
+				err = errors.Join(err, ferr)
+			}
+			return fail(err)
+		}
+		if err := v.Remove(ctx); err != nil { // Remove unregisters it
+			return fail(err)
+		}
+		if v, err = p.InitVolume(cfg); err != nil {
+			return fail(err)
+		}
+	}
 	if err := v.Create(ctx); err != nil {
+		if errors.Is(err, storage.ErrExists) {
+			// The vid has data on disk that Create refused to replace:
+			// unregister the volume and leave the data alone.
+			if ferr := p.ForgetVolume(context.WithoutCancel(ctx), cfg.VID); ferr != nil {
+				err = errors.Join(err, ferr)
+			}
+			return fail(err)
+		}
 		m.undoCreate(ctx, v)
 		return fail(err)
 	}

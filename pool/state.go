@@ -24,16 +24,20 @@ const stateVersion = 1
 
 // state is the content of the state file:
 //
-//	{"version": 1,
+//	{"version": 1, "id": "5f0c...",
 //	 "pools": {"NAME": {"driver": "file-reflink", "params": {"dir_path": "..."}}},
 //	 "vms": {"VM": {"volumes": {"private": <storage.VolumeConfig>}}}}
 //
 // It is the counterpart of the <pools> and <domains> parts of Qubes'
 // qubes.xml.
 type state struct {
-	Version int                  `json:"version"`
-	Pools   map[string]poolState `json:"pools"`
-	VMs     map[string]vmState   `json:"vms"`
+	Version int `json:"version"`
+	// ID identifies this state: it is recorded in the directories of its
+	// pools as their owner (see storage.PoolConfig.Owner). A state written
+	// before it existed gets one at its next save.
+	ID    string               `json:"id,omitempty"`
+	Pools map[string]poolState `json:"pools"`
+	VMs   map[string]vmState   `json:"vms"`
 }
 
 // poolState is one pool: its driver and the parameters its Config reports,

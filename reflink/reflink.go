@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/vmpool/vmpool/internal/fsutil"
+	"github.com/vmpool/vmpool/internal/ownerfile"
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -42,16 +43,21 @@ func (Driver) Parameters() []storage.Parameter {
 }
 
 // Open validates the parameters and returns the pool. If dir_path exists,
-// the pool locks it (waiting until ctx ends; then storage.ErrInUse). Open
-// deletes nothing: the "~" files a crash left are a volume's to clean up,
+// the pool locks it (waiting until ctx ends; then storage.ErrInUse) and
+// refuses it when it records another owner than cfg.Owner (ErrInUse,
+// naming the owner; see storage.PoolConfig.Owner). Open deletes nothing: the "~" files a crash left are a volume's to clean up,
 // once InitVolume registers it.
 func (d Driver) Open(ctx context.Context, cfg storage.PoolConfig) (storage.Pool, error) {
 	p, err := newPool(cfg)
 	if err != nil {
 		return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: err}
 	}
-	if _, err := os.Stat(p.dir); err == nil {
+	if st, err := os.Stat(p.dir); err == nil && st.IsDir() {
 		if err := p.lockAndRecover(ctx); err != nil {
+			return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: err}
+		}
+		if err := p.checkOwner(); err != nil {
+			p.Close()
 			return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: err}
 		}
 	}
@@ -67,6 +73,8 @@ type reflinkPool struct {
 	ephemeralVolatile atomic.Bool
 	log               zerolog.Logger
 	worker            *worker
+	owner             storage.PoolOwner // recorded in dir at Setup, checked at Open and Setup
+	adopt             bool              // Setup takes over a directory of another owner
 
 	noReflink atomic.Bool // FICLONE said EOPNOTSUPP: stop trying
 	reflinkOK atomic.Bool // the reflink check passed
@@ -88,6 +96,8 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 		return nil, fmt.Errorf("%w: pool name is empty", storage.ErrInvalidConfig)
 	}
 	p := &reflinkPool{
+		owner:      cfg.Owner,
+		adopt:      cfg.Adopt,
 		name:       cfg.Name,
 		setupCheck: true,
 		log:        cfg.Logger.With().Str("pool", cfg.Name).Logger(),
@@ -210,6 +220,15 @@ func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	return nil
 }
 
+// checkOwner refuses a directory recorded for another owner, unless the
+// pool was opened to adopt it.
+func (p *reflinkPool) checkOwner() error {
+	if p.adopt {
+		return nil
+	}
+	return ownerfile.Check(p.dir, p.owner)
+}
+
 // checkDir returns an error wrapping storage.ErrNotFound when the pool's
 // directory is missing or is not a directory (an unmounted mount point
 // whose directory was removed, a dir_path renamed away).
@@ -282,8 +301,9 @@ func (p *reflinkPool) Capabilities() storage.Capabilities {
 
 // Setup creates dir_path (not its parents), refuses a filesystem without
 // reflink support unless setup_check is off (storage.ErrReflinkUnsupported,
-// and a directory it created is removed again), then creates appvms/ and
-// vm-templates/ and locks the pool.
+// and a directory it created is removed again), locks the pool, refuses a
+// directory recorded for another owner (unless PoolConfig.Adopt), creates
+// appvms/ and vm-templates/ and records PoolConfig.Owner in the directory.
 func (p *reflinkPool) Setup(ctx context.Context) error {
 	if err := p.begin(); err != nil {
 		return &storage.Error{Op: "setup", Pool: p.name, Err: err}
@@ -296,6 +316,9 @@ func (p *reflinkPool) Setup(ctx context.Context) error {
 }
 
 func (p *reflinkPool) setup(ctx context.Context) error {
+	if st, err := os.Stat(p.dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("%w: dir_path %s is a %s, not a directory", storage.ErrInvalidConfig, p.dir, fileKind(st.Mode()))
+	}
 	created, err := p.mkdir(p.dir)
 	if err != nil {
 		return err
@@ -312,12 +335,21 @@ func (p *reflinkPool) setup(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := p.lockAndRecover(ctx); err != nil {
+		return err
+	}
+	if err := p.checkOwner(); err != nil {
+		return err
+	}
 	for _, prefix := range storage.FileVIDDirs() {
+		if err := checkDirs(filepath.Join(p.dir, prefix)); err != nil {
+			return err
+		}
 		if _, err := p.mkdir(filepath.Join(p.dir, prefix)); err != nil {
 			return err
 		}
 	}
-	return p.lockAndRecover(ctx)
+	return ownerfile.Record(p.dir, p.owner)
 }
 
 // Destroy does nothing, as in Qubes: the images stay.
@@ -484,6 +516,24 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 		p.worker.precache(v.pre)
 	}
 	return v, nil
+}
+
+// ForgetVolume unregisters volume vid, leaving its files alone; its
+// queued precache is cancelled and later operations on it fail with
+// storage.ErrNotFound.
+func (p *reflinkPool) ForgetVolume(ctx context.Context, vid string) error {
+	v := p.lookup(vid)
+	if v == nil {
+		return &storage.Error{Op: "forget volume", Pool: p.name, VID: vid, Err: storage.ErrNotFound}
+	}
+	if err := v.lock(ctx); err != nil {
+		return v.wrap("forget volume", err)
+	}
+	defer v.unlock()
+	v.cancelPrecache()
+	v.removed = true
+	p.forget(vid)
+	return nil
 }
 
 func (p *reflinkPool) forget(vid string) {

@@ -352,8 +352,11 @@ func TestLeftoversRemovedAtOpen(t *testing.T) {
 	root := tp2.volume(t, storage.VolumeConfig{VID: "appvms/a/root", SnapOnStart: true, Source: tpl.Config().VID, RW: true, Size: 1 << 20})
 	vol := tp2.volume(t, storage.VolumeConfig{VID: "appvms/a/volatile", RW: true, Size: 1 << 20})
 	all := []*volume{v2, root, vol}
+	assert.ErrorIs(t, v2.Create(ctx), storage.ErrExists, "create never replaces data")
 	for _, x := range all {
-		require.NoError(t, x.Create(ctx))
+		if x != v2 {
+			require.NoError(t, x.Create(ctx))
+		}
 		require.NoError(t, x.Start(ctx))
 		require.NoError(t, x.Stop(ctx))
 	}

@@ -306,12 +306,21 @@ func (v *volume) removeAllImages() error {
 	return nil
 }
 
-// Create removes whatever images of this vid exist and, for an origin,
-// makes an empty sparse clean image of the configured size.
+// Create makes an origin's empty sparse clean image of the configured
+// size. It refuses (storage.ErrExists) a save_on_stop volume whose vid has
+// committed data, running data or revisions on disk: Qubes' create would
+// delete them, vmpool never does (a second state or a caller that lost its
+// configuration would wipe a VM's disk); Remove deletes them. Leftovers of
+// a snapshot or volatile volume and "~" files are removed.
 func (v *volume) Create(ctx context.Context) error {
 	return v.do(ctx, "create", func() error {
 		if err := v.p.checkDir(); err != nil {
 			return err
+		}
+		if v.cfg.SaveOnStop {
+			if err := v.checkNoData(); err != nil {
+				return err
+			}
 		}
 		if err := v.removeAllImages(); err != nil {
 			return err
@@ -325,6 +334,24 @@ func (v *volume) Create(ctx context.Context) error {
 		v.schedulePrecache()
 		return nil
 	})
+}
+
+// checkNoData returns an error wrapping storage.ErrExists when the
+// volume's clean or dirty image or a revision exists. Needs sem.
+func (v *volume) checkNoData() error {
+	for _, path := range []string{v.clean, v.dirty} {
+		if exists(path) {
+			return fmt.Errorf("%s exists: the volume has data; remove it first to replace it: %w", path, storage.ErrExists)
+		}
+	}
+	revs, err := listRevisions(v.clean)
+	if err != nil {
+		return err
+	}
+	if len(revs) > 0 {
+		return fmt.Errorf("the volume has %d revisions (%s...); remove it first to replace it: %w", len(revs), revs[0].path, storage.ErrExists)
+	}
+	return nil
 }
 
 // Remove deletes all images and revisions, forgets the volume and removes

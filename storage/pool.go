@@ -24,6 +24,24 @@ type PoolConfig struct {
 	// Logger receives the pool's structured log; the zero value logs
 	// nothing.
 	Logger zerolog.Logger
+	// Owner identifies who keeps the pool (pool.Manager: its state). A
+	// driver whose pool is a directory records it there at Setup, and
+	// Open and Setup refuse (ErrInUse, naming the recorded owner) a
+	// directory recorded for another owner, unless Adopt is set. The zero
+	// Owner records and checks nothing.
+	Owner PoolOwner
+	// Adopt lets Setup take over a directory recorded for another owner:
+	// its record is replaced by Owner.
+	Adopt bool
+}
+
+// PoolOwner identifies the keeper of a pool.
+type PoolOwner struct {
+	// ID is compared: the same ID is the same owner.
+	ID string `json:"id"`
+	// Desc names the owner in messages ("pool demo of the vmpool state in
+	// /var/lib/vmpool").
+	Desc string `json:"desc"`
 }
 
 // Driver makes pools. A driver registers itself with pool.Register from an
@@ -109,6 +127,11 @@ type Pool interface {
 	// disk, and registers it in the pool. A vid already registered is
 	// ErrExists.
 	InitVolume(cfg VolumeConfig) (Volume, error)
+	// ForgetVolume unregisters volume vid without touching the disk (the
+	// undo of InitVolume, e.g. after Create refused to replace data); the
+	// Volume values of it then fail with ErrNotFound. An unknown vid is
+	// ErrNotFound.
+	ForgetVolume(ctx context.Context, vid string) error
 	// Volume returns the registered volume vid, or ErrNotFound.
 	Volume(vid string) (Volume, error)
 	// Volumes returns the registered volumes, sorted by vid.

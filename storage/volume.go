@@ -235,8 +235,10 @@ type Volume interface {
 	// BlockDevice describes the device a running VM gets.
 	BlockDevice() BlockDevice
 
-	// Create makes the volume's images on disk; it removes whatever images
-	// of the same vid were there.
+	// Create makes the volume's images on disk. For a save_on_stop volume
+	// whose vid has data or revisions on disk already it is ErrExists and
+	// changes nothing (Qubes' drivers delete them; Remove does that here).
+	// Leftovers of a snapshot or volatile volume are removed.
 	Create(ctx context.Context) error
 	// Remove deletes all the volume's images and revisions and forgets the
 	// volume in its pool.

@@ -12,6 +12,36 @@ var poolCases = []testCase{
 	{"reopen_no_discovery", poolReopen},
 	{"verify", poolVerify},
 	{"ephemeral", poolEphemeral},
+	{"create_keeps_data", poolCreateKeepsData},
+}
+
+// poolCreateKeepsData: Create of a save_on_stop volume whose vid has data
+// or revisions on disk (registered again after a reopen, as a second
+// caller or one that lost its configuration would) is ErrExists and
+// changes nothing; after Remove, Create makes a fresh volume. Snapshot
+// and volatile volumes are created over their leftovers.
+func poolCreateKeepsData(e *env) {
+	t := e.t
+	v := e.create(e.originConf(e.vid("vm1", "private"), volSize, e.keep(1)))
+	want := e.run(v, zeros(volSize), 0xd1, 0)
+	want = e.run(v, want, 0xd2, mib)
+	tpl, _ := e.templateRoot()
+	snap := e.create(e.snapshotConf(e.vid("vm1", "root"), tpl.Config().VID, volSize))
+	vol := e.create(e.volatileConf(e.vid("vm1", "volatile"), volSize))
+	e.start(snap)
+	e.start(vol)
+	e.reopen()
+	v, snap, vol = e.get(v), e.get(snap), e.get(vol)
+	before := e.state()
+	assert.ErrorIs(t, v.Create(e.ctx), storage.ErrExists, "create over committed data")
+	e.assertUnchanged(before, "a refused create")
+	e.checkExport(v, want, "the data is kept")
+	require.NoError(t, snap.Create(e.ctx), "a snapshot is created over its leftovers")
+	require.NoError(t, vol.Create(e.ctx), "a volatile volume is created over its leftovers")
+	require.NoError(t, v.Remove(e.ctx))
+	v = e.create(e.originConf(e.vid("vm1", "private"), volSize, e.keep(1)))
+	e.checkExport(v, zeros(volSize), "created again after Remove")
+	assert.Empty(t, e.revisions(v))
 }
 
 // poolVerify: Verify reports the image Start would miss (ErrNotFound): an
