@@ -36,6 +36,15 @@ type ManagerOptions struct {
 	LockWait time.Duration
 }
 
+// ErrNotSaved is wrapped by the error of a Manager method whose operation
+// was done (a VM stopped and committed, a volume reverted or resized) but
+// whose state file could not be written afterwards (a full or read-only
+// filesystem): the disk has the change, the state file does not yet. It
+// is not a failure of the operation; retrying it would do it again. The
+// next successful save, or the next OpenManager (which reads the sizes
+// from the disk), brings the state file up to date.
+var ErrNotSaved = errors.New("done, but the state could not be saved")
+
 // DefaultLockWait is the LockWait of a Manager whose options set none.
 const DefaultLockWait = 30 * time.Second
 
@@ -195,6 +204,19 @@ func (m *Manager) load(ctx context.Context) error {
 		todo = later
 	}
 	m.written = data
+	// Drivers read sizes from the disk: a change whose save failed (a
+	// resize, an import) is recorded now if the state can be written; if
+	// it cannot, the next save records it.
+	if data != nil {
+		if err := m.save(); err != nil {
+			m.log.Warn().Err(err).Msg("the state file is stale and cannot be updated")
+		}
+	}
+	for vm, v := range m.allVolumes() {
+		if err := v.Verify(ctx); err != nil {
+			m.log.Warn().Err(err).Str("vm", vm).Str("vid", v.Config().VID).Msg("volume is listed in the state but its image is missing")
+		}
+	}
 	return nil
 }
 

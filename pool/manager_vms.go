@@ -65,7 +65,7 @@ func (m *Manager) withVM(vm, op string, fn func(*storage.Set) error) error {
 	}
 	set, err := m.vmVolumes(vm)
 	if err == nil {
-		err = errors.Join(fn(set), m.save())
+		err = saved(fn(set), m.save())
 	}
 	if err != nil {
 		return fmt.Errorf("%s VM %s: %w", op, vm, err)
@@ -108,10 +108,7 @@ func (m *Manager) StopStorage(ctx context.Context, running func(vm string) bool)
 		})
 	}
 	wg.Wait()
-	if err := m.save(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := saved(errors.Join(errs...), m.save()); err != nil {
 		return fmt.Errorf("stop storage: %w", err)
 	}
 	return nil

@@ -138,11 +138,20 @@ func (m *Manager) RemoveVolume(ctx context.Context, vm, name string) error {
 			return fail(fmt.Errorf("it is the source of volume %s of VM %s: %w", ocfg.Name, ovm, storage.ErrInUse))
 		}
 	}
-	if err := v.Remove(ctx); err != nil {
-		return fail(err)
-	}
+	// The removal is recorded before the images go, so that the state
+	// never lists a volume whose images are gone: a state that cannot be
+	// saved refuses the removal, and nothing is deleted.
 	m.dropVolume(vm, name)
 	if err := m.save(); err != nil {
+		m.addVolume(vm, v)
+		return fail(err)
+	}
+	if err := v.Remove(ctx); err != nil {
+		// Refused (the pool's directory missing, say): list it again.
+		m.addVolume(vm, v)
+		if serr := m.save(); serr != nil {
+			err = errors.Join(err, fmt.Errorf("the state no longer lists the volume: %w", serr))
+		}
 		return fail(err)
 	}
 	return nil
@@ -181,13 +190,25 @@ func (m *Manager) withVolume(vm, name, op string, fn func(storage.Volume) error)
 	}
 	v, err := m.volume(vm, name)
 	if err == nil {
-		err = fn(v)
-		err = errors.Join(err, m.save())
+		err = saved(fn(v), m.save())
 	}
 	if err != nil {
 		return volumeError(fmt.Sprintf("%s volume %s of VM %s", op, name, vm), err)
 	}
 	return nil
+}
+
+// saved combines the error of an operation with that of the save after
+// it: an operation that was done but not saved is ErrNotSaved; a failed
+// one keeps its own error, with the save's joined.
+func saved(opErr, saveErr error) error {
+	switch {
+	case saveErr == nil:
+		return opErr
+	case opErr == nil:
+		return fmt.Errorf("%w: %w", ErrNotSaved, saveErr)
+	}
+	return errors.Join(opErr, saveErr)
 }
 
 // ResizeVolume resizes volume name of VM vm, running or not, and saves its

@@ -453,7 +453,10 @@ func (p *reflinkPool) Close() error {
 // InitVolume registers a volume from its configuration without touching
 // the disk. The vid must be appvms/VM/NAME or vm-templates/VM/NAME, NAME
 // equal to cfg.Name (filled in from the vid when empty); a snap_on_start
-// source is a vid of this pool. In the background, the worker deletes the
+// source is a vid of this pool. A save_on_stop volume whose image exists
+// takes its size from it (the disk is right where a saved configuration
+// is stale: a resize whose state could not be saved). In the background,
+// the worker deletes the
 // volume's own "~" files a crash left (nothing else: a user's notes~old
 // beside the images stays) and prepares an origin's precache if it is
 // missing.
@@ -498,6 +501,7 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 		cfg.RevisionsToKeep = &n
 	}
 	v := newVolume(p, cfg)
+	v.sz = v.diskSize()
 	if v.keepsPrecache() {
 		v.pre = v.newPrecacheJob()
 	}

@@ -190,6 +190,19 @@ func (v *volume) conf() storage.VolumeConfig {
 	return c
 }
 
+// diskSize returns the size of a save_on_stop volume's dirty or clean
+// image, whichever exists as a regular file, else the configured size.
+func (v *volume) diskSize() int64 {
+	if v.cfg.SaveOnStop {
+		for _, path := range []string{v.dirty, v.clean} {
+			if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() {
+				return st.Size()
+			}
+		}
+	}
+	return v.cfg.Size
+}
+
 func (v *volume) setSize(size int64) {
 	v.mu.Lock()
 	v.sz = size
