@@ -191,7 +191,11 @@ func TestManagerBadStateFile(t *testing.T) {
 		msg     string
 	}{
 		"malformed JSON":  {`{"version": 1, "pools": `, storage.ErrInvalidConfig, "not valid JSON"},
-		"not an object":   {`[1]`, storage.ErrInvalidConfig, "not valid JSON"},
+		"not an object":   {`[1]`, storage.ErrInvalidConfig, "does not hold a JSON object"},
+		"an empty list":   {"[]\n", storage.ErrInvalidConfig, "does not hold a JSON object"},
+		"pools a list":    {`{"version": 1, "pools": []}`, storage.ErrInvalidConfig, "pools holds a JSON array where an object belongs"},
+		"size a string":   {`{"version": 1, "vms": {"w": {"volumes": {"private": {"size": "big"}}}}}`, storage.ErrInvalidConfig, "vms.volumes.size holds a JSON string where a number belongs"},
+		"empty":           {"", storage.ErrInvalidConfig, "does not hold a JSON object"},
 		"no version":      {`{"pools": {}}`, storage.ErrInvalidConfig, "no version"},
 		"newer version":   {`{"version": 2}`, storage.ErrInvalidConfig, "version 2"},
 		"unknown field":   {`{"version": 1, "default_pool": "p"}`, storage.ErrInvalidConfig, "unknown field"},

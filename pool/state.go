@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 
 	"github.com/google/renameio/v2"
 
@@ -64,6 +65,9 @@ func readState(path string) (*state, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("read state: %w", err)
 	}
+	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
+		return nil, nil, fmt.Errorf("%w: state file %s does not hold a JSON object (it should start with {\"version\": 1, ...)", storage.ErrInvalidConfig, path)
+	}
 	var probe struct {
 		Version *int `json:"version"`
 	}
@@ -82,6 +86,12 @@ func readState(path string) (*state, []byte, error) {
 	// An unknown field would be lost by the next save: refuse it.
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			// Say it in JSON's terms, not Go's.
+			return nil, nil, fmt.Errorf("%w: state file %s: %s holds a JSON %s where %s belongs",
+				storage.ErrInvalidConfig, path, te.Field, te.Value, jsonKind(te.Type.Kind()))
+		}
 		return nil, nil, fmt.Errorf("%w: state file %s: %w", storage.ErrInvalidConfig, path, err)
 	}
 	return &st, data, nil
@@ -105,4 +115,21 @@ func writeState(dir string, data []byte) error {
 		return err
 	}
 	return fsutil.SyncDir(dir)
+}
+
+// jsonKind names the JSON value that a Go value of kind k is read from.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Pointer, reflect.Interface:
+		return "a value"
+	}
+	return "a number"
 }

@@ -2,7 +2,9 @@ package reflink
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -85,10 +87,15 @@ func (p *reflinkPool) remove(path string) error {
 // what making it cost. A missing file is fine. The directory is not
 // fsynced: if the rename is lost in a crash, the file is discarded again.
 func (p *reflinkPool) discard(path string) error {
+	// A missing file is checked first: on a read-only filesystem the
+	// rename would fail with EROFS and blame a file that does not exist.
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	tmp := fmt.Sprintf("%s%s%016x", path, fsutil.TempSep, rand.Uint64())
 	start := time.Now()
 	err := os.Rename(path, tmp)
-	if os.IsNotExist(err) {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	p.logOp("discard", path, tmp, 0, start, err)

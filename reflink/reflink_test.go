@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -578,4 +579,23 @@ func TestRemoveWithPoolDirMissing(t *testing.T) {
 	require.NoError(t, os.Rename(dir+".away", dir))
 	require.NoError(t, v.Remove(ctx))
 	assert.NoFileExists(t, v.clean)
+}
+
+// TestReadOnlyPoolErrors: on a pool whose filesystem is read-only, errors
+// name the file the operation tried to make, never one that does not
+// exist (the import image a start discards when present).
+func TestReadOnlyPoolErrors(t *testing.T) {
+	ctx := t.Context()
+	mnt := loopfs.Mount(t, loopfs.Ext4, 32<<20)
+	tp := openTestPool(t, filepath.Join(mnt, "pool"), map[string]string{"setup_check": "no"}, true)
+	v := tp.volume(t, storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20})
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, tp.Flush(ctx))
+	require.NoError(t, os.Remove(v.precache))
+	require.NoError(t, exec.Command("mount", "-o", "remount,ro", mnt).Run())
+	t.Cleanup(func() { _ = exec.Command("mount", "-o", "remount,rw", mnt).Run() })
+	err := v.Start(ctx)
+	require.ErrorIs(t, err, syscall.EROFS)
+	assert.NotContains(t, err.Error(), "import")
+	assert.Contains(t, err.Error(), "private-dirty.img")
 }
