@@ -599,3 +599,20 @@ func TestReadOnlyPoolErrors(t *testing.T) {
 	assert.NotContains(t, err.Error(), "import")
 	assert.Contains(t, err.Error(), "private-dirty.img")
 }
+
+// TestSetupDirPathNotADirectory: a dir_path that is a regular file is
+// named as such, not as "file exists", and is left alone.
+func TestSetupDirPathNotADirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notadir")
+	require.NoError(t, os.WriteFile(path, []byte("mine"), 0o600))
+	p, err := Driver{}.Open(t.Context(), storage.PoolConfig{Name: "p", Params: map[string]string{"dir_path": path, "setup_check": "no"}})
+	require.NoError(t, err)
+	defer p.Close()
+	err = p.Setup(t.Context())
+	require.ErrorIs(t, err, storage.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "is a regular file, not a directory")
+	assert.NotContains(t, err.Error(), "file exists")
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "mine", string(data))
+}

@@ -161,6 +161,8 @@ func fileKind(m fs.FileMode) string {
 		return "FIFO"
 	case m&fs.ModeSocket != 0:
 		return "socket"
+	case m.IsRegular():
+		return "regular file"
 	}
 	return "special file"
 }
