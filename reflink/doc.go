@@ -62,6 +62,20 @@
 //   - A commit repeated after a crash between its hard link and its rename
 //     adds no second revision of the same image (Qubes would add a copy).
 //   - Shrinking needs ResizeOptions.Force (storage.ErrShrink otherwise).
+//   - Create refuses (storage.ErrExists) a save_on_stop volume whose vid
+//     has a clean or dirty image or revisions: Qubes' create deletes them,
+//     which lets a second caller with a stale or lost configuration wipe a
+//     VM's disk. Remove deletes them.
+//   - Setup records PoolConfig.Owner in DIR/.vmpool-owner, and Open and
+//     Setup refuse a directory recorded for another owner unless
+//     PoolConfig.Adopt; Qubes' driver ignores the file.
+//   - A VM directory, an image or a revision that is a symlink (or not the
+//     kind of file it should be) is never followed: every operation on its
+//     volume is storage.ErrUnsafePath.
+//   - Revision numbers are decimal strings of up to 60 digits, compared and
+//     incremented as such, as Qubes' unbounded integers are.
+//   - Revert "" goes to the newest revision that is not the clean image
+//     itself (a revert cut short after its hard link leaves one).
 //   - Revisions with the seed-era names (private.img@<timestamp>Z) are
 //     listed (oldest first, before numbered ones), count towards
 //     revisions_to_keep and can be reverted to; their id is the part after
