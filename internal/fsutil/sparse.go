@@ -38,7 +38,8 @@ var ErrTooLong = errors.New("too much data")
 // allocated data, not the size. Any other src (a pipe, a block device, a
 // reader) is read to its end. dst must read as zeros where it is written:
 // a fresh file, empty or truncated to size. dst is extended to the bytes
-// copied if it is shorter, never shortened.
+// copied if it is shorter (before the writes when src is a regular file),
+// never shortened.
 //
 // An *os.File src is copied from its current offset and left at the end
 // of what was copied. Errors of a src that is not an *os.File are returned
@@ -75,15 +76,11 @@ func sparseCopy(ctx context.Context, dst *os.File, src io.Reader, limit int64, p
 	} else {
 		n, err = c.copy(src, 0, limit)
 	}
+	if err == nil {
+		err = c.extend(n)
+	}
 	if err != nil {
 		return n, c.read, err
-	}
-	if dt, err := dst.Stat(); err != nil {
-		return n, c.read, err
-	} else if dt.Size() < n {
-		if err := dst.Truncate(n); err != nil {
-			return n, c.read, err
-		}
 	}
 	if c.total < 0 {
 		c.total = n
@@ -118,6 +115,9 @@ func (c *copier) fromFile(f *os.File, size, limit int64) (int64, error) {
 	if c.total < 0 {
 		c.total = n
 	}
+	if err := c.extend(n); err != nil { // before the writes, which then do not move the end of dst
+		return 0, err
+	}
 	fd := int(f.Fd())
 	for off := cur; off < size; {
 		if err := c.ctxErr(); err != nil {
@@ -151,6 +151,18 @@ func (c *copier) fromFile(f *os.File, size, limit int64) (int64, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// extend makes c.dst n bytes long if it is shorter.
+func (c *copier) extend(n int64) error {
+	st, err := c.dst.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() < n {
+		return c.dst.Truncate(n)
+	}
+	return nil
 }
 
 // copy copies r, to its end, into c.dst at off; more than limit bytes
