@@ -48,6 +48,7 @@ func testStateCannotBeSaved(t *testing.T, how string) {
 		switch how {
 		case "read-only":
 			require.NoError(t, exec.Command("mount", "-o", "remount,ro", mnt).Run())
+			t.Cleanup(func() { _ = exec.Command("mount", "-o", "remount,rw", mnt).Run() })
 		case "full":
 			fill := filepath.Join(mnt, "fill")
 			f, err := os.Create(fill)

@@ -3,6 +3,7 @@ package pool_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,6 +30,13 @@ func reflinkManager(t *testing.T, stateDir, poolDir string) *pool.Manager {
 	t.Helper()
 	m, err := pool.OpenManager(t.Context(), stateDir, pool.ManagerOptions{})
 	require.NoError(t, err)
+	// A test that fails half-way still closes it, before its filesystem
+	// is unmounted (cleanups run last first).
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil && !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("close manager: %v", err)
+		}
+	})
 	if len(m.Pools()) == 0 {
 		_, err = m.AddPool(t.Context(), "p", "file-reflink", map[string]string{"dir_path": poolDir, "setup_check": "no"})
 		require.NoError(t, err)
