@@ -3,7 +3,9 @@ package storage
 import "context"
 
 // ProgressFunc receives the progress of a long copy: done of total bytes.
-// It is called from the copying goroutine and must return quickly.
+// total is -1 while it is unknown (a copy from a FIFO, whose length is
+// what it gives until its end); the last call has done == total. It is
+// called from the copying goroutine and must return quickly.
 type ProgressFunc func(done, total int64)
 
 type progressKey struct{}
