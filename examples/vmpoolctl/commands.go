@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -272,17 +273,31 @@ func onVolume(fn volumeFunc) runFunc {
 }
 
 func volumeStart(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
-	if err := errors.Join(storage.NewSet(v).Start(e.ctx), m.Save(e.ctx)); err != nil {
+	if err := saved(storage.NewSet(v).Start(e.ctx), m.Save(context.WithoutCancel(e.ctx))); err != nil {
 		return err
 	}
 	return e.emitVolume(r.vm, v, false)
 }
 
 func volumeStop(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
-	if err := errors.Join(v.Stop(e.ctx), m.Save(e.ctx)); err != nil {
+	if err := saved(v.Stop(e.ctx), m.Save(context.WithoutCancel(e.ctx))); err != nil {
 		return err
 	}
 	return e.emitVolume(r.vm, v, false)
+}
+
+// saved combines the error of an operation on a volume with that of the
+// save after it, as the Manager's own methods do: an operation that was
+// done but not saved is pool.ErrNotSaved (exit status 3); a failed one
+// keeps its error, with the save's joined.
+func saved(opErr, saveErr error) error {
+	switch {
+	case saveErr == nil:
+		return opErr
+	case opErr == nil:
+		return fmt.Errorf("%w: %w", pool.ErrNotSaved, saveErr)
+	}
+	return errors.Join(opErr, saveErr)
 }
 
 func volumeRemove(e *env, m *pool.Manager, r volumeRef, _ storage.Volume) error {

@@ -22,9 +22,15 @@
 // --json makes every command print one JSON document, and -v logs what the
 // pools do on stderr.
 //
-// Exit status: 0 on success, 1 when an operation failed, 2 for bad usage
-// or bad input (including input a pool refuses as invalid), in which case
-// nothing was changed.
+// Exit status:
+//
+//	0  success
+//	1  the operation failed
+//	2  bad usage or bad input (including input a pool refuses as
+//	   invalid); nothing was changed
+//	3  the operation was done, but the state file could not be written
+//	   (pool.ErrNotSaved: a full or read-only filesystem); do not repeat
+//	   it, the next vmpoolctl run that can write the state records it
 package main
 
 import (
@@ -46,11 +52,12 @@ import (
 	"github.com/vmpool/vmpool/storage"
 )
 
-// Exit statuses.
+// Exit statuses; see the package doc.
 const (
-	exitOK     = 0
-	exitFailed = 1
-	exitUsage  = 2
+	exitOK       = 0
+	exitFailed   = 1
+	exitUsage    = 2
+	exitNotSaved = 3
 )
 
 // defaultStateDir is where the state lives without --state or
@@ -138,6 +145,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return e.fail(usageError{err}, cmd)
 	}
+	if e.state == "" {
+		// Not the command's usage: the synopsis would not help.
+		return e.fail(usagef("--state is empty: give the state directory, or leave --state out for $VMPOOL_STATE, else %s", defaultStateDir), nil)
+	}
 	return e.fail(runCmd(e, pos), cmd)
 }
 
@@ -149,27 +160,47 @@ func (e *env) fail(err error, cmd *command) int {
 	}
 	code := exitFailed
 	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, storage.ErrInvalidConfig) {
+	switch {
+	case errors.Is(err, pool.ErrNotSaved):
+		code = exitNotSaved
+	case errors.As(err, &ue) || errors.Is(err, storage.ErrInvalidConfig):
 		code = exitUsage
 	}
 	fmt.Fprintf(e.stderr, "vmpoolctl: %v\n", err)
+	h := e.hint(err)
+	if h != "" {
+		fmt.Fprintf(e.stderr, "vmpoolctl: %s\n", h)
+	}
 	if errors.As(err, &ue) && cmd != nil {
 		fmt.Fprintf(e.stderr, "usage: vmpoolctl %s %s\n", cmd.name, cmd.args)
 	}
 	if e.json {
-		writeJSON(e.stdout, errorDoc{Error: err.Error(), Kind: errorKind(err)})
+		writeJSON(e.stdout, errorDoc{Error: err.Error(), Kind: errorKind(err), Hint: h})
 	}
 	return code
+}
+
+// hint returns what the user can do about err, or "".
+func (e *env) hint(err error) string {
+	switch {
+	case errors.Is(err, pool.ErrNotSaved):
+		return fmt.Sprintf("the operation was done, but the state in %s could not be saved; do not repeat it: "+
+			"the next vmpoolctl command records it once the state directory can be written", e.state)
+	}
+	return ""
 }
 
 // errorDoc is the JSON document of a failed command.
 type errorDoc struct {
 	Error string `json:"error"`
-	// Kind names the storage sentinel the error wraps: not_found, exists,
-	// dirty, unsupported, invalid_config, reflink_unsupported, shrink,
-	// read_only, running, in_use, closed; "usage" for a bad command line,
-	// "error" for anything else.
+	// Kind names the sentinel the error wraps: not_saved (pool.ErrNotSaved,
+	// exit status 3), not_found, exists, dirty, unsupported,
+	// invalid_config, reflink_unsupported, shrink, read_only, running,
+	// in_use, closed, unsafe_path; "usage" for a bad command line, "error"
+	// for anything else.
 	Kind string `json:"kind"`
+	// Hint says what the user can do about it, when vmpoolctl knows.
+	Hint string `json:"hint,omitempty"`
 }
 
 func errorKind(err error) string {
@@ -177,11 +208,11 @@ func errorKind(err error) string {
 		err  error
 		name string
 	}{
-		{storage.ErrNotFound, "not_found"}, {storage.ErrExists, "exists"}, {storage.ErrDirty, "dirty"},
+		{pool.ErrNotSaved, "not_saved"}, {storage.ErrNotFound, "not_found"}, {storage.ErrExists, "exists"}, {storage.ErrDirty, "dirty"},
 		{storage.ErrUnsupported, "unsupported"}, {storage.ErrInvalidConfig, "invalid_config"},
 		{storage.ErrReflinkUnsupported, "reflink_unsupported"}, {storage.ErrShrink, "shrink"},
 		{storage.ErrReadOnly, "read_only"}, {storage.ErrRunning, "running"}, {storage.ErrInUse, "in_use"},
-		{storage.ErrClosed, "closed"},
+		{storage.ErrClosed, "closed"}, {storage.ErrUnsafePath, "unsafe_path"},
 	} {
 		if errors.Is(err, k.err) {
 			return k.name
@@ -229,6 +260,12 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nA VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME. Sizes: 1000, 10G (10×1000³), 10GiB (10×1024³).")
 	fmt.Fprintln(w, "Global flags may also follow the command. \"vmpoolctl COMMAND -h\" shows a command's flags.")
+	fmt.Fprintln(w, "\nexit status:")
+	fmt.Fprintln(w, "  0  success")
+	fmt.Fprintln(w, "  1  the operation failed")
+	fmt.Fprintln(w, "  2  bad usage or bad input; nothing was changed")
+	fmt.Fprintln(w, "  3  the operation was done, but the state could not be saved (a full or read-only")
+	fmt.Fprintln(w, "     filesystem); do not repeat it: the next command that can write the state records it")
 }
 
 func printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {

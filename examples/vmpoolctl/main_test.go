@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vmpool/vmpool/internal/fsutil"
+	"github.com/vmpool/vmpool/internal/ownerfile"
 )
 
 // result is what one vmpoolctl run printed and returned.
@@ -121,6 +126,49 @@ func TestRunHelp(t *testing.T) {
 		assert.Equal(t, exitOK, r.code, "%q", tc[:3])
 		assert.Contains(t, r.stdout, tc[3], "%q", tc[:3])
 	}
+}
+
+// TestRunHelpExitStatus: the help lists every exit status.
+func TestRunHelpExitStatus(t *testing.T) {
+	out := ok(t, t.TempDir(), "help")
+	for code, text := range map[int]string{
+		exitOK:       "success",
+		exitFailed:   "the operation failed",
+		exitUsage:    "bad usage or bad input; nothing was changed",
+		exitNotSaved: "the operation was done, but the state could not be saved",
+	} {
+		assert.Contains(t, out, fmt.Sprintf("\n  %d  %s", code, text))
+	}
+}
+
+// TestRunEmptyState: an empty --state is a usage error that says so (it
+// was "open pool manager: mkdir : no such file or directory"), and nothing
+// is made in the working directory.
+func TestRunEmptyState(t *testing.T) {
+	wd := t.TempDir()
+	t.Chdir(wd)
+	for _, args := range [][]string{
+		{"--state", "", "pool", "list"},
+		{"--state=", "vm", "start", "work"},
+		{"pool", "add", "p", "file-reflink", "dir_path=" + filepath.Join(t.TempDir(), "pool"), "--state", ""},
+		{"--json", "--state", "", "volume", "info", "p", "appvms/work/private"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, &out, &errb)
+		assert.Equal(t, exitUsage, code, "%q", args)
+		assert.Equal(t, "vmpoolctl: --state is empty: give the state directory, or leave --state out for $VMPOOL_STATE, else /var/lib/vmpool\n",
+			errb.String(), "%q", args)
+		if args[0] == "--json" {
+			var doc errorDoc
+			require.NoError(t, json.Unmarshal(out.Bytes(), &doc), out.String())
+			assert.Equal(t, "usage", doc.Kind)
+		} else {
+			assert.Empty(t, out.String(), "%q", args)
+		}
+	}
+	entries, err := os.ReadDir(wd)
+	require.NoError(t, err)
+	assert.Empty(t, entries)
 }
 
 func TestRunJSONErrors(t *testing.T) {
@@ -278,6 +326,38 @@ func addPool(t *testing.T, params ...string) (state, dir string) {
 	dir = filepath.Join(t.TempDir(), "pool")
 	ok(t, state, append([]string{"pool", "add", "p", "file-reflink", "dir_path=" + dir, "setup_check=no"}, params...)...)
 	return state, dir
+}
+
+// writeImage writes data at the start of the image at path, as a VM
+// writes to its running volume.
+func writeImage(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(data, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+// fileSums returns the SHA-256 of every file under dir by its relative
+// path, but for the owner record: what a second state must not change.
+func fileSums(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	sums := map[string]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == ownerfile.Name {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		sum := sha256.Sum256(data)
+		sums[rel] = hex.EncodeToString(sum[:])
+		return nil
+	}))
+	return sums
 }
 
 // refuseJSON runs vmpoolctl --json with args, which must fail with code,
