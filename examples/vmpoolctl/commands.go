@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -43,8 +44,9 @@ func noFlags(fn runFunc) func(*flag.FlagSet) runFunc {
 
 // commands are all commands, in the order of the help text.
 var commands = []*command{
-	{name: "pool add", args: "NAME DRIVER [key=value...]", min: 2, max: -1, setup: noFlags(poolAdd),
-		help: "add a pool and set it up (file-reflink: dir_path=DIR, optional revisions_to_keep, setup_check, ephemeral_volatile)"},
+	{name: "pool add", args: "NAME DRIVER [key=value...] [--adopt]", min: 2, max: -1, setup: poolAdd,
+		help: "add a pool and set it up (file-reflink: dir_path=DIR, optional revisions_to_keep, setup_check, ephemeral_volatile); " +
+			"a directory that is a pool of another state is refused unless --adopt"},
 	{name: "pool list", help: "list the pools", setup: noFlags(poolList)},
 	{name: "pool info", args: "NAME", min: 1, max: 1, setup: noFlags(poolInfo),
 		help: "show a pool's configuration, size and usage"},
@@ -54,9 +56,10 @@ var commands = []*command{
 		help: "change a pool's parameter (file-reflink: revisions_to_keep, the default of new volumes, or ephemeral_volatile)"},
 	{name: "pool drivers", help: "list the drivers and their parameters, in order", setup: noFlags(poolDrivers)},
 
-	{name: "volume create", args: "POOL VID [--size SIZE] [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N]",
+	{name: "volume create", args: "POOL VID [--size SIZE] [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N] [--replace]",
 		min: 2, max: 2, setup: volumeCreate,
-		help: "create a volume; the VM is VID's second part, the volume's name its third"},
+		help: "create a volume; the VM is VID's second part, the volume's name its third; " +
+			"a --save-on-stop VID with data or revisions on disk is refused unless --replace, which deletes them"},
 	{name: "volume start", args: "POOL VID", min: 2, max: 2, setup: noFlags(onVolume(volumeStart)),
 		help: "start one volume"},
 	{name: "volume stop", args: "POOL VID", min: 2, max: 2, setup: noFlags(onVolume(volumeStop)),
@@ -81,18 +84,33 @@ var commands = []*command{
 	{name: "vm list", help: "list the VMs and their volumes", setup: noFlags(vmList)},
 }
 
-func poolAdd(e *env, args []string) error {
-	params, err := parseParams(args[2:])
-	if err != nil {
-		return err
-	}
-	return e.withManager(func(m *pool.Manager) error {
-		p, err := m.AddPool(e.ctx, args[0], args[1], params)
+func poolAdd(fs *flag.FlagSet) runFunc {
+	var adopt bool
+	fs.BoolVar(&adopt, "adopt", false, "take over a directory recorded as a pool of another state directory "+
+		"(that state can no longer open it; its volumes are not taken over)")
+	return func(e *env, args []string) error {
+		params, err := parseParams(args[2:])
 		if err != nil {
 			return err
 		}
-		return e.emit(poolInfoOf(e, p), nil)
-	})
+		return e.withManager(func(m *pool.Manager) error {
+			add := m.AddPool
+			if adopt {
+				add = m.AdoptPool
+			}
+			p, err := add(e.ctx, args[0], args[1], params)
+			if !adopt && errors.Is(err, storage.ErrInUse) && !errors.Is(err, fsutil.ErrLocked) {
+				// Not locked by a running process: recorded as another
+				// state's pool.
+				return hintError{err, "pool add --adopt takes the directory over " +
+					"(the other state can no longer open it; its volumes stay, and volume create still refuses to replace their data)"}
+			}
+			if err != nil {
+				return err
+			}
+			return e.emit(poolInfoOf(e, p), nil)
+		})
+	}
 }
 
 func poolList(e *env, _ []string) error {
@@ -161,6 +179,7 @@ func volumeCreate(fs *flag.FlagSet) runFunc {
 	var (
 		size, source                     string
 		rw, saveOnStop, snap, isVolatile bool
+		replace                          bool
 		keep                             optionalInt
 	)
 	fs.StringVar(&size, "size", "", "the volume's size (1000, 10G, 10GiB, ...); required unless --snap-on-start, whose default is the source's size")
@@ -170,6 +189,8 @@ func volumeCreate(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&source, "source", "", "the vid, in the same pool, a --snap-on-start volume starts from")
 	fs.BoolVar(&isVolatile, "volatile", false, "neither save on stop nor snap on start: empty at each start (the default)")
 	fs.Var(&keep, "revisions-to-keep", "revisions to keep (-1 disables snapshots; default: the pool's)")
+	fs.BoolVar(&replace, "replace", false, "delete the images and revisions VID has on disk first "+
+		"(data no volume of this state owns, left by another state or a lost configuration), as Qubes' create does")
 	return func(e *env, args []string) error {
 		r, err := parseRef(args[0], args[1])
 		if err != nil {
@@ -203,7 +224,17 @@ func volumeCreate(fs *flag.FlagSet) runFunc {
 					return err
 				}
 			}
-			v, err := m.CreateVolume(e.ctx, r.vm, cfg)
+			create := m.CreateVolume
+			if replace {
+				create = m.ReplaceVolume
+			}
+			v, err := create(e.ctx, r.vm, cfg)
+			if se := (*storage.Error)(nil); !replace && errors.As(err, &se) && se.Op == "create" && errors.Is(err, storage.ErrExists) {
+				// The pool's create refused the vid's data on disk,
+				// which no volume of this state owns.
+				return hintError{err, "the data belongs to no volume of this state; " +
+					"volume create --replace deletes it and its revisions and creates an empty volume"}
+			}
 			if err != nil {
 				return err
 			}
@@ -219,6 +250,10 @@ func sourceSize(e *env, m *pool.Manager, poolName, vid string) (int64, error) {
 		return 0, err
 	}
 	src, err := p.Volume(vid)
+	if errors.Is(err, storage.ErrNotFound) {
+		// As the Manager says it when --size is given.
+		return 0, fmt.Errorf("source %s is not a volume of pool %s: %w", vid, poolName, storage.ErrNotFound)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("source: %w", err)
 	}

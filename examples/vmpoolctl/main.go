@@ -3,10 +3,10 @@
 // pools and volume configurations, see pool.Manager) lives in --state DIR,
 // by default $VMPOOL_STATE or /var/lib/vmpool.
 //
-//	vmpoolctl pool add NAME DRIVER key=value...
+//	vmpoolctl pool add NAME DRIVER key=value... [--adopt]
 //	vmpoolctl pool list | info NAME | remove NAME | drivers
 //	vmpoolctl pool set NAME KEY VALUE
-//	vmpoolctl volume create POOL VID --size SIZE [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N]
+//	vmpoolctl volume create POOL VID --size SIZE [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N] [--replace]
 //	vmpoolctl volume start | stop | remove | info | revisions POOL VID
 //	vmpoolctl volume revert POOL VID [REV]
 //	vmpoolctl volume resize POOL VID SIZE [--force]
@@ -21,6 +21,11 @@
 // arguments (a negative number such as -1 is an argument, not a flag);
 // --json makes every command print one JSON document, and -v logs what the
 // pools do on stderr.
+//
+// A pool directory records the state that owns it: pool add refuses the
+// pool of another state unless --adopt, and volume create refuses a
+// save_on_stop vid with data or revisions on disk unless --replace, which
+// deletes them (pool.Manager.AdoptPool, ReplaceVolume).
 //
 // Exit status:
 //
@@ -182,13 +187,26 @@ func (e *env) fail(err error, cmd *command) int {
 
 // hint returns what the user can do about err, or "".
 func (e *env) hint(err error) string {
+	var he hintError
 	switch {
 	case errors.Is(err, pool.ErrNotSaved):
 		return fmt.Sprintf("the operation was done, but the state in %s could not be saved; do not repeat it: "+
 			"the next vmpoolctl command records it once the state directory can be written", e.state)
+	case errors.As(err, &he):
+		return he.hint
 	}
 	return ""
 }
+
+// hintError is an error of a command that knows what the user can do
+// about it.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (h hintError) Error() string { return h.err.Error() }
+func (h hintError) Unwrap() error { return h.err }
 
 // errorDoc is the JSON document of a failed command.
 type errorDoc struct {

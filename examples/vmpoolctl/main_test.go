@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,6 +122,10 @@ func TestRunHelp(t *testing.T) {
 	for _, tc := range [][]string{
 		{"volume", "config", "-h", "usage: vmpoolctl volume config POOL VID KEY VALUE\n\nchange a volume's revisions_to_keep"},
 		{"pool", "set", "-h", "usage: vmpoolctl pool set NAME KEY VALUE\n\nchange a pool's parameter"},
+		{"pool", "add", "-h", "usage: vmpoolctl pool add NAME DRIVER [key=value...] [--adopt]\n"},
+		{"pool", "add", "-h", "\n  -adopt\n    \ttake over a directory recorded as a pool of another state directory"},
+		{"volume", "create", "-h", " [--revisions-to-keep N] [--replace]\n"},
+		{"volume", "create", "-h", "\n  -replace\n    \tdelete the images and revisions VID has on disk first"},
 	} {
 		r := ctl(t, t.TempDir(), tc[:3]...)
 		assert.Equal(t, exitOK, r.code, "%q", tc[:3])
@@ -169,6 +174,28 @@ func TestRunEmptyState(t *testing.T) {
 	entries, err := os.ReadDir(wd)
 	require.NoError(t, err)
 	assert.Empty(t, entries)
+}
+
+// TestRunPoolAddHeldDirectory adds a pool on the directory of pool p, by
+// its path, with a trailing slash, through a symlink, and on the state
+// directory: each is refused at once with an error naming what the
+// directory is (before the Manager checked, the add waited for the lock it
+// holds itself), and the state stays as it was.
+func TestRunPoolAddHeldDirectory(t *testing.T) {
+	state, dir := addPool(t)
+	link := filepath.Join(t.TempDir(), "link")
+	require.NoError(t, os.Symlink(dir, link))
+	for _, tc := range []struct{ dir, msg string }{
+		{dir, "directory " + dir + " is already pool p"},
+		{dir + "/", "directory " + dir + "/ is already pool p"},
+		{link, "directory " + link + " is already pool p"},
+		{state, "directory " + state + " is the state directory of this pool manager"},
+	} {
+		start := time.Now()
+		refuseJSON(t, state, exitFailed, "exists", tc.msg, "pool", "add", "q", "file-reflink", "dir_path="+tc.dir, "setup_check=no")
+		assert.Less(t, time.Since(start), time.Second, "%s is refused at once", tc.dir)
+	}
+	assert.Equal(t, "NAME  DRIVER\np     file-reflink\n", ok(t, state, "pool", "list"))
 }
 
 func TestRunJSONErrors(t *testing.T) {
