@@ -36,6 +36,13 @@
 //	3  the operation was done, but the state file could not be written
 //	   (pool.ErrNotSaved: a full or read-only filesystem); do not repeat
 //	   it, the next vmpoolctl run that can write the state records it
+//
+// On SIGINT or SIGTERM, vmpoolctl cancels the operation under way (an
+// operation that is already done, such as a commit, stays done), waits at
+// most half a second for the pools' background work (precache copies,
+// which only speed up the next start) and then ends by that signal, so
+// that a shell reports 130 or 143 and a script running it stops too. What
+// became of the operation is on stderr.
 package main
 
 import (
@@ -46,11 +53,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmpool/vmpool/pool"
 	_ "github.com/vmpool/vmpool/reflink" // registers the file-reflink driver
@@ -70,15 +79,42 @@ const (
 const defaultStateDir = "/var/lib/vmpool"
 
 // lockWait is how long a command waits for another vmpoolctl (or any
-// other holder of the state lock) to finish.
+// other holder of the state lock or of a pool's lock) to finish.
 const lockWait = 30 * time.Second
 
+// closeWait is how long a command interrupted by a signal still waits for
+// the pools' background work before it ends without it. The process ends
+// once its threads leave the kernel: a precache copy in its closing fsync
+// holds it until the copy's data is written back.
+const closeWait = 500 * time.Millisecond
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() { cancel(signalled{(<-sigs).(syscall.Signal)}) }()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	var s signalled
+	if errors.As(context.Cause(ctx), &s) {
+		// End by the signal, as a program that does not catch it does:
+		// a shell running vmpoolctl in a script then stops the script
+		// too, which it does not for a program that exits normally.
+		// Sent to this thread, which runs the default action before the
+		// call returns (sent to the process, another thread could take
+		// it after os.Exit).
+		signal.Reset(s.sig)
+		runtime.LockOSThread()
+		_ = unix.Tgkill(unix.Getpid(), unix.Gettid(), s.sig)
+		code = 128 + int(s.sig) // the status a shell shows, should the signal not end the process
+	}
 	os.Exit(code)
 }
+
+// signalled is the cause of the context of a run that a signal
+// interrupted.
+type signalled struct{ sig syscall.Signal }
+
+func (s signalled) Error() string { return unix.SignalName(s.sig) + " received" }
 
 // env is what a command runs with: the global flags and the outputs.
 type env struct {
@@ -154,7 +190,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// Not the command's usage: the synopsis would not help.
 		return e.fail(usagef("--state is empty: give the state directory, or leave --state out for $VMPOOL_STATE, else %s", defaultStateDir), nil)
 	}
-	return e.fail(runCmd(e, pos), cmd)
+	err = runCmd(e, pos)
+	if err == nil && e.ctx.Err() != nil {
+		fmt.Fprintf(e.stderr, "vmpoolctl: %v: the operation was done\n", context.Cause(e.ctx))
+	}
+	return e.fail(err, cmd)
 }
 
 // fail reports err (if any) on stderr, and in JSON mode as a document on
@@ -172,6 +212,9 @@ func (e *env) fail(err error, cmd *command) int {
 		code = exitUsage
 	}
 	fmt.Fprintf(e.stderr, "vmpoolctl: %v\n", err)
+	if cause := context.Cause(e.ctx); cause != nil && errors.Is(err, context.Canceled) {
+		fmt.Fprintf(e.stderr, "vmpoolctl: interrupted: %v\n", cause)
+	}
 	h := e.hint(err)
 	if h != "" {
 		fmt.Fprintf(e.stderr, "vmpoolctl: %s\n", h)
@@ -254,20 +297,44 @@ func (e *env) logger() zerolog.Logger {
 }
 
 // withManager opens the Manager of the state directory, runs fn and closes
-// it (waiting for the pools' background work).
+// it (waiting for the pools' background work; see closeManager).
 func (e *env) withManager(fn func(*pool.Manager) error) (err error) {
-	ctx, cancel := context.WithTimeout(e.ctx, lockWait)
-	m, err := pool.OpenManager(ctx, e.state, pool.ManagerOptions{Logger: e.logger()})
-	cancel()
+	m, err := pool.OpenManager(e.ctx, e.state, pool.ManagerOptions{Logger: e.logger(), LockWait: lockWait})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := m.Close(); cerr != nil {
+		if cerr := e.closeManager(m); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 	}()
 	return fn(m)
+}
+
+// closeManager closes m, which waits for the pools' background work. Once
+// e.ctx ends (a signal), it waits closeWait at most and then returns with
+// the work still going: the caller is about to end the process. What fn
+// did is durable by then, and what is left undone is only precache copies
+// (the next start of a volume without one copies its image itself) and
+// the removal of "~" files, which the next run of vmpoolctl redoes, with
+// the half-made copy the process leaves.
+func (e *env) closeManager(m *pool.Manager) error {
+	done := make(chan error, 1)
+	go func() { done <- m.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-e.ctx.Done():
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(closeWait):
+		fmt.Fprintf(e.stderr, "vmpoolctl: %v: ending without waiting for the pools' background work (precache copies): "+
+			"the next vmpoolctl command removes what it leaves and makes the copies again, and a start without one copies the image itself\n",
+			context.Cause(e.ctx))
+		return nil
+	}
 }
 
 func printUsage(w io.Writer) {
@@ -284,6 +351,8 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "  2  bad usage or bad input; nothing was changed")
 	fmt.Fprintln(w, "  3  the operation was done, but the state could not be saved (a full or read-only")
 	fmt.Fprintln(w, "     filesystem); do not repeat it: the next command that can write the state records it")
+	fmt.Fprintln(w, "SIGINT or SIGTERM cancels the operation under way; vmpoolctl then waits at most 0.5 s for the")
+	fmt.Fprintln(w, "pools' background work (precache copies) and ends by the signal (a shell shows 130 or 143).")
 }
 
 func printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,6 +22,30 @@ import (
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/internal/ownerfile"
 )
+
+// mainEnv makes the test binary run vmpoolctl's main instead of the tests,
+// so that a test can run vmpoolctl as a process of its own (see
+// vmpoolctlCommand).
+const mainEnv = "VMPOOLCTL_TEST_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		main() // exits
+	}
+	os.Exit(m.Run())
+}
+
+// vmpoolctlCommand returns the command that runs vmpoolctl with --state
+// state and args as a process: this test binary, made vmpoolctl by
+// mainEnv.
+func vmpoolctlCommand(t *testing.T, state string, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, append([]string{"--state", state}, args...)...)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	return cmd
+}
 
 // result is what one vmpoolctl run printed and returned.
 type result struct {
@@ -144,6 +169,7 @@ func TestRunHelpExitStatus(t *testing.T) {
 	} {
 		assert.Contains(t, out, fmt.Sprintf("\n  %d  %s", code, text))
 	}
+	assert.Contains(t, out, "ends by the signal (a shell shows 130 or 143)")
 }
 
 // TestRunEmptyState: an empty --state is a usage error that says so (it
