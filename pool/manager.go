@@ -83,6 +83,12 @@ type Manager struct {
 	// rewritten.
 	saveMu  sync.Mutex
 	written []byte
+
+	// bg are the pools whose background work CancelBackground abandons;
+	// bgMu is not held by Close, so that a signal handler can cancel
+	// while Close waits.
+	bgMu sync.Mutex
+	bg   []storage.BackgroundCanceller
 }
 
 // OpenManager opens the Manager whose state lives in dir, creating dir
@@ -160,6 +166,7 @@ func (m *Manager) load(ctx context.Context) error {
 			return fmt.Errorf("open pool %s: %w", name, err)
 		}
 		m.pools[name] = p
+		m.track(p)
 	}
 	// A snap_on_start volume is registered after its source, so a driver
 	// may resolve the source in InitVolume.
@@ -362,6 +369,29 @@ func (m *Manager) check() error {
 		return fmt.Errorf("pool manager %s: %w", m.dir, storage.ErrClosed)
 	}
 	return nil
+}
+
+// CancelBackground abandons the background work of every pool that can
+// (storage.BackgroundCanceller: file-reflink's precache copies), so that
+// Close returns without waiting for it, as a program told to stop wants.
+// What the Manager's methods did is durable already.
+// It may be called while Close runs, from another goroutine (a signal
+// handler): it takes no lock Close holds.
+func (m *Manager) CancelBackground() {
+	m.bgMu.Lock()
+	defer m.bgMu.Unlock()
+	for _, c := range m.bg {
+		c.CancelBackground()
+	}
+}
+
+// track notes p's background work for CancelBackground.
+func (m *Manager) track(p storage.Pool) {
+	if c, ok := p.(storage.BackgroundCanceller); ok {
+		m.bgMu.Lock()
+		m.bg = append(m.bg, c)
+		m.bgMu.Unlock()
+	}
 }
 
 // Close closes every pool (each waits for its background work), releases

@@ -79,6 +79,7 @@ func (m *Manager) addPool(ctx context.Context, name, driver string, params map[s
 		return fail(err)
 	}
 	m.pools[name] = p
+	m.track(p)
 	if err := m.save(); err != nil {
 		delete(m.pools, name)
 		m.closePool(p)

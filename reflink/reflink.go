@@ -428,6 +428,13 @@ func (p *reflinkPool) Volumes() []storage.Volume {
 // clones, leftovers) is done, or ctx ends.
 func (p *reflinkPool) Flush(ctx context.Context) error { return p.worker.flush(ctx) }
 
+// CancelBackground drops the queued background work and stops the
+// precache copy running now, so that a Close that follows returns without
+// waiting for it (a program that was told to stop). Every commit is
+// durable already; the precache copies are made again when needed and a
+// start without one copies the image itself.
+func (p *reflinkPool) CancelBackground() { p.worker.cancel() }
+
 // Close waits for operations in flight and the background work, then
 // releases the pool's lock. Later operations fail with storage.ErrClosed.
 func (p *reflinkPool) Close() error {

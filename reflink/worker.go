@@ -21,11 +21,12 @@ type worker struct {
 	p   *reflinkPool
 	log zerolog.Logger // the pool's, marked background=true
 
-	mu       sync.Mutex
-	jobs     []*precacheJob
-	removals []string
-	queued   map[string]bool // paths in removals
-	running  bool
+	mu        sync.Mutex
+	jobs      []*precacheJob
+	removals  []string
+	queued    map[string]bool    // paths in removals
+	cancelJob context.CancelFunc // cancels the job running now, if any
+	running   bool
 	halted   bool          // tests: the process "crashed", drop all work
 	idle     chan struct{} // closed when the worker becomes idle; replaced when it starts
 
@@ -122,7 +123,16 @@ func (w *worker) runJob(j *precacheJob) {
 	if j.cancelled.Load() {
 		return
 	}
-	ctx := context.WithValue(context.Background(), backgroundKey{}, true)
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), backgroundKey{}, true))
+	w.mu.Lock()
+	w.cancelJob = cancel
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.cancelJob = nil
+		w.mu.Unlock()
+		cancel()
+	}()
 	if err := j.v.lock(ctx); err != nil {
 		return
 	}
@@ -139,6 +149,23 @@ func (w *worker) removeNow(path string) {
 		return // removed meanwhile, e.g. by the volume's Remove
 	}
 	logOp(w.log, "remove", path, "", 0, start, err)
+}
+
+// cancel drops the queued work and stops the precache copy running now
+// (the copy removes its temporary file). Nothing of it is needed for
+// correctness: a start without a precache copies the image itself, and
+// the next InitVolume of each volume queues its "~" files again.
+func (w *worker) cancel() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, j := range w.jobs {
+		j.cancelled.Store(true)
+	}
+	w.jobs, w.removals = nil, nil
+	clear(w.queued)
+	if w.cancelJob != nil {
+		w.cancelJob()
+	}
 }
 
 // flush waits until the worker is idle or ctx ends.

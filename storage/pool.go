@@ -148,3 +148,13 @@ type Pool interface {
 type Flusher interface {
 	Flush(ctx context.Context) error
 }
+
+// BackgroundCanceller is implemented by pools whose background work can
+// be abandoned (file-reflink's precache copies and removals of "~"
+// files). CancelBackground stops the work running now and drops what is
+// queued, leaving nothing half-made that the pool does not clean up
+// later; it is for a program that was told to stop and does not want
+// Close to wait. The pool goes on working.
+type BackgroundCanceller interface {
+	CancelBackground()
+}

@@ -312,8 +312,8 @@ func (e *env) withManager(fn func(*pool.Manager) error) (err error) {
 }
 
 // closeManager closes m, which waits for the pools' background work. Once
-// e.ctx ends (a signal), it waits closeWait at most and then returns with
-// the work still going: the caller is about to end the process. What fn
+// e.ctx ends (a signal), it cancels that work (Manager.CancelBackground)
+// and waits closeWait at most, then returns with whatever still runs: the caller is about to end the process. What fn
 // did is durable by then, and what is left undone is only precache copies
 // (the next start of a volume without one copies its image itself) and
 // the removal of "~" files, which the next run of vmpoolctl redoes, with
@@ -326,6 +326,11 @@ func (e *env) closeManager(m *pool.Manager) error {
 		return err
 	case <-e.ctx.Done():
 	}
+	// The precache copies only speed up the next start: abandon them, so
+	// that Close returns at once (a copy cut short removes its temporary
+	// file). A copy in its final fsync still holds Close until that ends:
+	// then the process ends without it.
+	m.CancelBackground()
 	select {
 	case err := <-done:
 		return err
