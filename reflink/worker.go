@@ -27,8 +27,8 @@ type worker struct {
 	queued    map[string]bool    // paths in removals
 	cancelJob context.CancelFunc // cancels the job running now, if any
 	running   bool
-	halted   bool          // tests: the process "crashed", drop all work
-	idle     chan struct{} // closed when the worker becomes idle; replaced when it starts
+	halted    bool          // tests: the process "crashed", drop all work
+	idle      chan struct{} // closed when the worker becomes idle; replaced when it starts
 
 	busy atomic.Int64 // nanoseconds spent working, for benchmarks
 }
