@@ -190,20 +190,21 @@ func TestManagerBadStateFile(t *testing.T) {
 		want    error
 		msg     string
 	}{
-		"malformed JSON":  {`{"version": 1, "pools": `, storage.ErrInvalidConfig, "not valid JSON"},
-		"not an object":   {`[1]`, storage.ErrInvalidConfig, "does not hold a JSON object"},
-		"an empty list":   {"[]\n", storage.ErrInvalidConfig, "does not hold a JSON object"},
-		"pools a list":    {`{"version": 1, "pools": []}`, storage.ErrInvalidConfig, "pools holds a JSON array where an object belongs"},
-		"size a string":   {`{"version": 1, "vms": {"w": {"volumes": {"private": {"size": "big"}}}}}`, storage.ErrInvalidConfig, "vms.volumes.size holds a JSON string where a number belongs"},
-		"empty":           {"", storage.ErrInvalidConfig, "does not hold a JSON object"},
-		"no version":      {`{"pools": {}}`, storage.ErrInvalidConfig, "no version"},
-		"newer version":   {`{"version": 2}`, storage.ErrInvalidConfig, "version 2"},
-		"unknown field":   {`{"version": 1, "default_pool": "p"}`, storage.ErrInvalidConfig, "unknown field"},
-		"unknown driver":  {`{"version": 1, "pools": {"p": {"driver": "nope", "params": {}}}}`, storage.ErrNotFound, `no driver "nope"`},
-		"bad pool name":   {`{"version": 1, "pools": {"a/b": {"driver": "` + fakeDriverName + `", "params": {"dir_path": "/x"}}}}`, storage.ErrInvalidConfig, "pool name"},
-		"bad VM name":     {`{"version": 1, "vms": {"1vm": {"volumes": {}}}}`, storage.ErrInvalidConfig, "VM name"},
-		"missing pool":    {`{"version": 1, "vms": {"work": {"volumes": {"private": {"name": "private", "pool": "q", "vid": "appvms/work/private"}}}}}`, storage.ErrNotFound, `pool "q"`},
-		"misnamed volume": {`{"version": 1, "vms": {"work": {"volumes": {"root": {"name": "private", "pool": "q", "vid": "appvms/work/private"}}}}}`, storage.ErrInvalidConfig, "stored under the name"},
+		"malformed JSON":   {`{"version": 1, "pools": `, storage.ErrInvalidConfig, "not valid JSON"},
+		"not an object":    {`[1]`, storage.ErrInvalidConfig, "does not hold a JSON object"},
+		"an empty list":    {"[]\n", storage.ErrInvalidConfig, "does not hold a JSON object"},
+		"pools a list":     {`{"version": 1, "pools": []}`, storage.ErrInvalidConfig, "pools holds a JSON array where an object belongs"},
+		"size a string":    {`{"version": 1, "vms": {"w": {"volumes": {"private": {"size": "big"}}}}}`, storage.ErrInvalidConfig, "vms.volumes.size holds a JSON string where a number belongs"},
+		"empty":            {"", storage.ErrInvalidConfig, "does not hold a JSON object"},
+		"no version":       {`{"pools": {}}`, storage.ErrInvalidConfig, "no version"},
+		"version a string": {`{"version": "1"}`, storage.ErrInvalidConfig, "version holds a JSON string where the number 1 belongs"},
+		"newer version":    {`{"version": 2}`, storage.ErrInvalidConfig, "version 2"},
+		"unknown field":    {`{"version": 1, "default_pool": "p"}`, storage.ErrInvalidConfig, "unknown field"},
+		"unknown driver":   {`{"version": 1, "pools": {"p": {"driver": "nope", "params": {}}}}`, storage.ErrNotFound, `no driver "nope"`},
+		"bad pool name":    {`{"version": 1, "pools": {"a/b": {"driver": "` + fakeDriverName + `", "params": {"dir_path": "/x"}}}}`, storage.ErrInvalidConfig, "pool name"},
+		"bad VM name":      {`{"version": 1, "vms": {"1vm": {"volumes": {}}}}`, storage.ErrInvalidConfig, "VM name"},
+		"missing pool":     {`{"version": 1, "vms": {"work": {"volumes": {"private": {"name": "private", "pool": "q", "vid": "appvms/work/private"}}}}}`, storage.ErrNotFound, `pool "q"`},
+		"misnamed volume":  {`{"version": 1, "vms": {"work": {"volumes": {"root": {"name": "private", "pool": "q", "vid": "appvms/work/private"}}}}}`, storage.ErrInvalidConfig, "stored under the name"},
 	} {
 		t.Run(what, func(t *testing.T) {
 			dir := t.TempDir()

@@ -72,6 +72,9 @@ func readState(path string) (*state, []byte, error) {
 		Version *int `json:"version"`
 	}
 	if err := json.Unmarshal(data, &probe); err != nil {
+		if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+			return nil, nil, fmt.Errorf("%w: state file %s: version holds a JSON %s where the number %d belongs", storage.ErrInvalidConfig, path, te.Value, stateVersion)
+		}
 		return nil, nil, fmt.Errorf("%w: state file %s is not valid JSON: %w", storage.ErrInvalidConfig, path, err)
 	}
 	switch {

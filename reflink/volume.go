@@ -356,7 +356,7 @@ func (v *volume) Create(ctx context.Context) error {
 func (v *volume) checkNoData() error {
 	for _, path := range []string{v.clean, v.dirty} {
 		if exists(path) {
-			return fmt.Errorf("%s exists: the volume has data; remove it first to replace it: %w", path, storage.ErrExists)
+			return fmt.Errorf("%s exists: the vid has data, which create never replaces (remove the volume, or replace it explicitly): %w", path, storage.ErrExists)
 		}
 	}
 	revs, err := listRevisions(v.clean)
@@ -364,7 +364,7 @@ func (v *volume) checkNoData() error {
 		return err
 	}
 	if len(revs) > 0 {
-		return fmt.Errorf("the volume has %d revisions (%s...); remove it first to replace it: %w", len(revs), revs[0].path, storage.ErrExists)
+		return fmt.Errorf("the vid has %d revisions (%s...), which create never replaces (remove the volume, or replace it explicitly): %w", len(revs), revs[0].path, storage.ErrExists)
 	}
 	return nil
 }

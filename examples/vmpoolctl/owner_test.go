@@ -62,7 +62,7 @@ func TestRunTwoStatesOnePool(t *testing.T) {
 	ok(t, stateB, append(addB, "--adopt")...)
 	intact("pool add --adopt")
 	for _, size := range []string{"1MiB", "4MiB"} {
-		refuseJSON(t, stateB, exitFailed, "exists", "private.img exists: the volume has data",
+		refuseJSON(t, stateB, exitFailed, "exists", "private.img exists: the vid has data",
 			"volume", "create", "q", "appvms/work/private", "--size", size, "--rw", "--save-on-stop")
 		intact("volume create --size " + size)
 	}
