@@ -102,10 +102,10 @@ func TestRunInterruptedClose(t *testing.T) {
 	ws := exit.Sys().(syscall.WaitStatus)
 	assert.True(t, ws.Signaled() && ws.Signal() == syscall.SIGINT, "vmpoolctl ends by the signal: %v", err)
 	stderrText := strings.Join(log, "\n")
-	// The copy is cancelled (Manager.CancelBackground) and removes its
-	// temporary file; only a copy caught in its final fsync is left
-	// behind, with a message saying so.
-	assert.Contains(t, stderrText, "context canceled", "the precache copy was cancelled")
+	// The copy is dropped from the queue or cancelled while it runs
+	// (Manager.CancelBackground) and removes its temporary file; only a
+	// copy caught in its final fsync is left behind, with a message saying
+	// so.
 	assert.True(t, strings.HasSuffix(stderrText, "\nvmpoolctl: SIGINT received: the operation was done"), "%s", stderrText)
 	assert.NoFileExists(t, private+"-precache.img", "the precache copy was cut short")
 	if !strings.Contains(stderrText, "ending without waiting") {
