@@ -139,9 +139,9 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 		p.revisionsToKeep.Store(int64(n))
 	}
 	if s, ok := cfg.Params["setup_check"]; ok {
-		b, err := parsePropertyBool(s)
+		b, err := storage.ParsePropertyBool(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: setup_check: %w", storage.ErrInvalidConfig, err)
+			return nil, fmt.Errorf("setup_check: %w", err)
 		}
 		p.setupCheck = b
 	}
@@ -164,18 +164,6 @@ func parseRevisionsToKeep(s string) (int, error) {
 		return 0, fmt.Errorf("%w: revisions_to_keep %q: want an integer of at least -1", storage.ErrInvalidConfig, s)
 	}
 	return n, nil
-}
-
-// parsePropertyBool parses as Qubes' qubes.property.bool: 0/no/false/off
-// and 1/yes/true/on, in any case.
-func parsePropertyBool(s string) (bool, error) {
-	switch strings.ToLower(s) {
-	case "0", "no", "false", "off":
-		return false, nil
-	case "1", "yes", "true", "on":
-		return true, nil
-	}
-	return false, fmt.Errorf("%q is not a boolean (yes/no, true/false, on/off, 1/0)", s)
 }
 
 // parseBool parses as Qubes' storage parse_bool: True/1/on and
@@ -388,9 +376,9 @@ func (p *reflinkPool) SetParameter(ctx context.Context, name, value string) erro
 		}
 		p.revisionsToKeep.Store(int64(n))
 	case "ephemeral_volatile":
-		b, err := parsePropertyBool(value)
+		b, err := storage.ParsePropertyBool(value)
 		if err != nil {
-			return fail(fmt.Errorf("%w: %w", storage.ErrInvalidConfig, err))
+			return fail(err)
 		}
 		p.ephemeralVolatile.Store(b)
 	case "dir_path", "setup_check":

@@ -114,25 +114,17 @@ func (v *volume) checkPaths() error {
 
 // checkDirs returns storage.ErrUnsafePath for a path that exists and is
 // not a directory (a symlink to one included).
-func checkDirs(paths ...string) error {
-	for _, path := range paths {
-		st, err := os.Lstat(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if !st.IsDir() {
-			return fmt.Errorf("%s is a %s, not a directory: %w", path, fileKind(st.Mode()), storage.ErrUnsafePath)
-		}
-	}
-	return nil
-}
+func checkDirs(paths ...string) error { return checkKind(fs.FileMode.IsDir, "a directory", paths) }
 
 // checkFiles returns storage.ErrUnsafePath for a path that exists and is
 // not a regular file.
 func checkFiles(paths ...string) error {
+	return checkKind(fs.FileMode.IsRegular, "a regular file", paths)
+}
+
+// checkKind returns storage.ErrUnsafePath for the first of paths that
+// exists (as itself: symlinks are not followed) and whose mode is not ok.
+func checkKind(ok func(fs.FileMode) bool, want string, paths []string) error {
 	for _, path := range paths {
 		st, err := os.Lstat(path)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -141,8 +133,8 @@ func checkFiles(paths ...string) error {
 		if err != nil {
 			return err
 		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s is a %s, not a regular file: %w", path, fileKind(st.Mode()), storage.ErrUnsafePath)
+		if !ok(st.Mode()) {
+			return fmt.Errorf("%s is a %s, not %s: %w", path, fileKind(st.Mode()), want, storage.ErrUnsafePath)
 		}
 	}
 	return nil

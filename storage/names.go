@@ -73,3 +73,16 @@ func allOf(s string, ok func(byte) bool) bool {
 	}
 	return true
 }
+
+// ParsePropertyBool parses a boolean as Qubes' qubes.property.bool does
+// (the Admin API's Set calls and qvm-* tools): 0/no/false/off and
+// 1/yes/true/on, in any case. Other text wraps ErrInvalidConfig.
+func ParsePropertyBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "0", "no", "false", "off":
+		return false, nil
+	case "1", "yes", "true", "on":
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %q is not a boolean (yes/no, true/false, on/off, 1/0)", ErrInvalidConfig, s)
+}

@@ -81,7 +81,7 @@ var volumeConfigKeys = []string{"revisions_to_keep", "rw", "ephemeral", "source"
 
 // parseVolumeChange parses the KEY VALUE of "volume config" as the Admin
 // API's admin.vm.volume.Set.* do: revisions_to_keep an integer of at least
-// -1, rw and ephemeral booleans (see parsePropertyBool), source a vid. An
+// -1, rw and ephemeral booleans (see storage.ParsePropertyBool), source a vid. An
 // unknown key or a malformed value is an error wrapping
 // storage.ErrInvalidConfig.
 func parseVolumeChange(key, value string) (storage.VolumeChange, error) {
@@ -94,9 +94,9 @@ func parseVolumeChange(key, value string) (storage.VolumeChange, error) {
 		}
 		ch.RevisionsToKeep = &n
 	case "rw", "ephemeral":
-		b, err := parsePropertyBool(value)
+		b, err := storage.ParsePropertyBool(value)
 		if err != nil {
-			return ch, fmt.Errorf("%w: %s: %w", storage.ErrInvalidConfig, key, err)
+			return ch, fmt.Errorf("%s: %w", key, err)
 		}
 		if key == "rw" {
 			ch.RW = &b
@@ -112,18 +112,6 @@ func parseVolumeChange(key, value string) (storage.VolumeChange, error) {
 		return ch, fmt.Errorf("%w: unknown volume property %q (valid keys: %s)", storage.ErrInvalidConfig, key, strings.Join(volumeConfigKeys, ", "))
 	}
 	return ch, nil
-}
-
-// parsePropertyBool parses a boolean as Qubes' qubes.property.bool does:
-// 0/no/false/off and 1/yes/true/on, in any case.
-func parsePropertyBool(s string) (bool, error) {
-	switch strings.ToLower(s) {
-	case "0", "no", "false", "off":
-		return false, nil
-	case "1", "yes", "true", "on":
-		return true, nil
-	}
-	return false, fmt.Errorf("%q is not a boolean (yes/no, true/false, on/off, 1/0)", s)
 }
 
 // parseInterleaved parses fs's flags wherever they appear among args and
