@@ -39,14 +39,7 @@ func TestReconfigurePersists(t *testing.T) {
 	require.NoError(t, m.StartVM(ctx, "tpl2"))
 	writeDevice(t, vol(t, m, "tpl2", "root"), block(0x22))
 	require.NoError(t, m.StopVM(ctx, "tpl2"))
-	for _, c := range []storage.VolumeConfig{
-		{Name: "private", Pool: "p", VID: "appvms/work/private", Size: recSize, RW: true, SaveOnStop: true, RevisionsToKeep: keep(1)},
-		{Name: "root", Pool: "p", VID: "appvms/work/root", Size: recSize, RW: true, SnapOnStart: true, Source: "vm-templates/tpl/root"},
-		{Name: "volatile", Pool: "p", VID: "appvms/work/volatile", Size: recSize, RW: true},
-	} {
-		_, err := m.CreateVolume(ctx, "work", c)
-		require.NoError(t, err)
-	}
+	createWork(t, m, "vm-templates/tpl/root")
 
 	// Refused while the VM runs: nothing changes, on disk or in memory.
 	require.NoError(t, m.StartVM(ctx, "work"))

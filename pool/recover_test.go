@@ -44,6 +44,20 @@ func reflinkManager(t *testing.T, stateDir, poolDir string) *pool.Manager {
 	return m
 }
 
+// createWork creates the volumes of an AppVM "work" in pool p: private
+// (revisions_to_keep 1), a root snapshot of source and volatile.
+func createWork(t *testing.T, m *pool.Manager, source string) {
+	t.Helper()
+	for _, c := range []storage.VolumeConfig{
+		{Name: "private", Pool: "p", VID: "appvms/work/private", Size: recSize, RW: true, SaveOnStop: true, RevisionsToKeep: keep(1)},
+		{Name: "root", Pool: "p", VID: "appvms/work/root", Size: recSize, RW: true, SnapOnStart: true, Source: source},
+		{Name: "volatile", Pool: "p", VID: "appvms/work/volatile", Size: recSize, RW: true},
+	} {
+		_, err := m.CreateVolume(t.Context(), "work", c)
+		require.NoError(t, err)
+	}
+}
+
 // block returns a block of b.
 func block(b byte) []byte { return bytes.Repeat([]byte{b}, recBlock) }
 
@@ -91,14 +105,7 @@ func TestStopStorageAfterCrash(t *testing.T) {
 	require.NoError(t, m.StartVM(ctx, "tpl"))
 	writeDevice(t, vol(t, m, "tpl", "root"), block(0x77))
 	require.NoError(t, m.StopVM(ctx, "tpl"))
-	for _, c := range []storage.VolumeConfig{
-		{Name: "private", Pool: "p", VID: "appvms/work/private", Size: recSize, RW: true, SaveOnStop: true, RevisionsToKeep: keep(1)},
-		{Name: "root", Pool: "p", VID: "appvms/work/root", Size: recSize, RW: true, SnapOnStart: true, Source: "vm-templates/tpl/root"},
-		{Name: "volatile", Pool: "p", VID: "appvms/work/volatile", Size: recSize, RW: true},
-	} {
-		_, err := m.CreateVolume(ctx, "work", c)
-		require.NoError(t, err)
-	}
+	createWork(t, m, "vm-templates/tpl/root")
 	require.NoError(t, m.StartVM(ctx, "work"))
 	for _, name := range []string{"private", "root", "volatile"} {
 		writeDevice(t, vol(t, m, "work", name), block(0xee))
@@ -148,14 +155,7 @@ func TestStartAfterCrashWithoutRecovery(t *testing.T) {
 	m := reflinkManager(t, stateDir, poolDir)
 	_, err := m.CreateVolume(ctx, "tpl", storage.VolumeConfig{Name: "root", Pool: "p", VID: "vm-templates/tpl/root", Size: recSize, RW: true, SaveOnStop: true})
 	require.NoError(t, err)
-	for _, c := range []storage.VolumeConfig{
-		{Name: "private", Pool: "p", VID: "appvms/work/private", Size: recSize, RW: true, SaveOnStop: true},
-		{Name: "root", Pool: "p", VID: "appvms/work/root", Size: recSize, RW: true, SnapOnStart: true, Source: "vm-templates/tpl/root"},
-		{Name: "volatile", Pool: "p", VID: "appvms/work/volatile", Size: recSize, RW: true},
-	} {
-		_, err := m.CreateVolume(ctx, "work", c)
-		require.NoError(t, err)
-	}
+	createWork(t, m, "vm-templates/tpl/root")
 	require.NoError(t, m.StartVM(ctx, "work"))
 	for _, name := range []string{"private", "root", "volatile"} {
 		writeDevice(t, vol(t, m, "work", name), block(0xdd))
