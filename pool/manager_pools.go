@@ -96,38 +96,106 @@ func (m *Manager) closePool(p storage.Pool) {
 	}
 }
 
-// RemovePool destroys the pool named name, closes it and saves. An unknown
-// name is ErrNotFound; a pool that holds a volume of any VM is ErrInUse
-// (Qubes' "Storage pool is in use").
+// RemovePool removes the pool named name from the state, as Qubes'
+// admin.pool.Remove (app.remove_pool) does: it is RemovePoolWith without
+// options, so a pool that holds a volume of any VM is ErrInUse (Qubes'
+// "Storage pool is in use") and nothing changes.
 func (m *Manager) RemovePool(ctx context.Context, name string) error {
+	return m.RemovePoolWith(ctx, name, RemovePoolOptions{})
+}
+
+// RemovePoolOptions modify RemovePoolWith.
+type RemovePoolOptions struct {
+	// Force removes a pool that holds volumes of VMs. Qubes has no such
+	// option (admin.pool.Remove always refuses); forcing only makes the
+	// Manager forget: the pool and the configurations of the volumes that
+	// live in it leave the state (a VM left without volumes is forgotten,
+	// a VM with volumes in other pools keeps those), and nothing on disk
+	// is touched. The pool's Destroy is not called, and the volumes'
+	// images and revisions stay where they are; adding the pool again
+	// later does not bring the configurations back, and CreateVolume
+	// refuses to replace a save_on_stop volume's data left there
+	// (ErrExists). A volume that runs is refused even so (ErrRunning):
+	// its VM would run on images the Manager no longer stops or commits.
+	Force bool
+}
+
+// RemovePoolWith removes the pool named name from the state and saves,
+// then closes the pool. An unknown name is ErrNotFound. A pool that holds
+// a volume of any VM is ErrInUse unless opts.Force is set (see
+// RemovePoolOptions). Without Force the pool's Destroy runs first. If the
+// state cannot be saved, the pool stays listed and open and its volumes
+// stay registered.
+//
+// Qubes also refuses a pool that is one of its default_pool* properties
+// ("Storage pool is in use: set as default_pool"). The Manager keeps no
+// such property, so that check is its caller's; [Manager.DefaultPool]
+// says which pool Qubes' rules choose.
+func (m *Manager) RemovePoolWith(ctx context.Context, name string, opts RemovePoolOptions) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(); err != nil {
 		return err
 	}
+	fail := func(err error) error { return fmt.Errorf("remove pool %s: %w", name, err) }
 	p, ok := m.pools[name]
 	if !ok {
-		return fmt.Errorf("remove pool %s: no pool %q: %w", name, name, storage.ErrNotFound)
+		return fail(fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound))
 	}
-	var users []string
+	type user struct {
+		vm string
+		v  storage.Volume
+	}
+	var users []user
+	var names []string // VM:volume
 	for vm, v := range m.allVolumes() {
 		if cfg := v.Config(); cfg.Pool == name {
-			users = append(users, vm+":"+cfg.Name)
+			users = append(users, user{vm, v})
+			names = append(names, vm+":"+cfg.Name)
 		}
 	}
-	if len(users) > 0 {
-		return fmt.Errorf("remove pool %s: storage pool is in use by %s: %w", name, strings.Join(users, ", "), storage.ErrInUse)
+	if len(users) > 0 && !opts.Force {
+		return fail(fmt.Errorf("storage pool is in use by %s; remove those volumes first, or force the removal to forget them and leave their images on disk: %w",
+			strings.Join(names, ", "), storage.ErrInUse))
 	}
-	if err := p.Destroy(ctx); err != nil {
-		return fmt.Errorf("remove pool %s: %w", name, err)
+	var running []string
+	for i, u := range users {
+		r, err := u.v.IsRunning(ctx)
+		if err != nil {
+			return fail(fmt.Errorf("volume %s: %w", names[i], err))
+		}
+		if r {
+			running = append(running, names[i])
+		}
+	}
+	if len(running) > 0 {
+		return fail(fmt.Errorf("volumes %s run; stop their VMs first: %w", strings.Join(running, ", "), storage.ErrRunning))
+	}
+	if !opts.Force {
+		if err := p.Destroy(ctx); err != nil {
+			return fail(err)
+		}
 	}
 	delete(m.pools, name)
-	cerr := p.Close()
-	if err := m.save(); err != nil {
-		return fmt.Errorf("remove pool %s: %w", name, errors.Join(err, cerr))
+	for _, u := range users {
+		m.dropVolume(u.vm, u.v.Config().Name)
 	}
-	if cerr != nil {
-		return fmt.Errorf("remove pool %s: %w", name, cerr)
+	if err := m.save(); err != nil {
+		m.pools[name] = p
+		for _, u := range users {
+			m.addVolume(u.vm, u.v)
+		}
+		return fail(err)
+	}
+	if len(users) > 0 {
+		ev := m.log.Warn().Str("op", "remove-pool").Str("pool", name).Strs("volumes", names)
+		if dir, ok := p.Config()["dir_path"]; ok {
+			ev = ev.Str("dir_path", dir)
+		}
+		ev.Msg("forgot the pool and its volumes; their images stay on disk")
+	}
+	if err := p.Close(); err != nil {
+		return fail(err)
 	}
 	return nil
 }

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -308,6 +311,120 @@ func TestManagerRemovePool(t *testing.T) {
 	require.NoError(t, json.Unmarshal(readStateFile(t, dir), &st))
 	delete(st, "id")
 	assert.Equal(t, map[string]any{"version": 1.0, "pools": map[string]any{}, "vms": map[string]any{}}, st)
+}
+
+// TestManagerRemovePoolForce: a forced removal of a pool that holds
+// volumes forgets the pool and those volumes' configurations, refuses
+// while one of them runs, calls no Destroy and leaves every file on disk;
+// a VM keeps its volumes in other pools.
+func TestManagerRemovePoolForce(t *testing.T) {
+	m, dir := newManager(t)
+	ctx := context.Background()
+	createVMs(t, m)
+	_, err := m.AddPool(ctx, "q", fakeDriverName, map[string]string{"dir_path": filepath.Join(t.TempDir(), "q")})
+	require.NoError(t, err)
+	_, err = m.CreateVolume(ctx, "work", storage.VolumeConfig{Name: "data", Pool: "q", VID: "appvms/work/data", RW: true, SaveOnStop: true, Size: 1 << 20})
+	require.NoError(t, err)
+	p, err := m.Pool("p")
+	require.NoError(t, err)
+	poolDir := p.Config()["dir_path"]
+	before := readStateFile(t, dir)
+
+	err = m.RemovePoolWith(ctx, "p", RemovePoolOptions{})
+	require.ErrorIs(t, err, storage.ErrInUse, "without Force, as RemovePool")
+	assert.Contains(t, err.Error(), "storage pool is in use by tmpl:root, work:private, work:root, work:volatile; remove those volumes first, or force")
+	assertUnchanged(t, dir, before)
+
+	require.NoError(t, m.StartVM(ctx, "work"))
+	err = m.RemovePoolWith(ctx, "p", RemovePoolOptions{Force: true})
+	require.ErrorIs(t, err, storage.ErrRunning)
+	assert.Contains(t, err.Error(), "remove pool p: volumes work:private, work:root, work:volatile run; stop their VMs first")
+	assertUnchanged(t, dir, before)
+	require.NoError(t, m.StopVM(ctx, "work"))
+
+	tree := fileTree(t, poolDir)
+	require.Contains(t, tree, "vm-templates/tmpl/root.img")
+	require.Contains(t, tree, "appvms/work/private.img")
+	require.NoError(t, m.RemovePoolWith(ctx, "p", RemovePoolOptions{Force: true}))
+	assert.Equal(t, tree, fileTree(t, poolDir), "no file is deleted or changed")
+	assert.False(t, p.(*fakePool).destroyed, "a forced removal does not call Destroy")
+	assert.True(t, p.(*fakePool).closed)
+	_, err = m.Pool("p")
+	assert.ErrorIs(t, err, storage.ErrNotFound)
+	assertForgotten := func(m *Manager) {
+		t.Helper()
+		require.Len(t, m.Pools(), 1)
+		assert.Equal(t, "q", m.Pools()[0].Name())
+		assert.Equal(t, []string{"work"}, m.VMs(), "tmpl had volumes in p only and is forgotten")
+		all := configs(t, m)
+		require.Len(t, all["work"], 1)
+		assert.Equal(t, "data", all["work"][0].Name, "work keeps its volume in q")
+	}
+	assertForgotten(m)
+	var st state
+	require.NoError(t, json.Unmarshal(readStateFile(t, dir), &st))
+	assert.Equal(t, []string{"q"}, slices.Sorted(maps.Keys(st.Pools)))
+	assert.Equal(t, []string{"data"}, slices.Sorted(maps.Keys(st.VMs["work"].Volumes)))
+	assert.NotContains(t, st.VMs, "tmpl")
+
+	require.NoError(t, m.Close())
+	assertForgotten(openManager(t, dir))
+	assert.Equal(t, tree, fileTree(t, poolDir))
+}
+
+// TestManagerRemovePoolNotSaved: a removal whose state cannot be saved
+// changes nothing: the pool stays listed and open, its volumes registered.
+func TestManagerRemovePoolNotSaved(t *testing.T) {
+	m, dir := newManager(t)
+	ctx := context.Background()
+	createVMs(t, m)
+	q, err := m.AddPool(ctx, "q", fakeDriverName, map[string]string{"dir_path": filepath.Join(t.TempDir(), "q")})
+	require.NoError(t, err)
+	before := readStateFile(t, dir)
+	wantConfigs := configs(t, m)
+
+	m.dir = filepath.Join(t.TempDir(), "missing") // the state file cannot be written there
+	for name, opts := range map[string]RemovePoolOptions{"p": {Force: true}, "q": {}} {
+		err := m.RemovePoolWith(ctx, name, opts)
+		require.Error(t, err, name)
+		assert.NotErrorIs(t, err, ErrNotSaved, "%s: nothing was done", name)
+		assert.Contains(t, err.Error(), "remove pool "+name+": save state: ")
+	}
+	m.dir = dir
+	assertUnchanged(t, dir, before)
+	require.Len(t, m.Pools(), 2)
+	assert.Equal(t, wantConfigs, configs(t, m))
+	p, err := m.Pool("p")
+	require.NoError(t, err)
+	assert.False(t, p.(*fakePool).closed)
+	assert.False(t, q.(*fakePool).closed)
+	_, err = p.Volume(private.VID)
+	assert.NoError(t, err, "the volumes stay registered with their pool")
+
+	require.NoError(t, m.RemovePoolWith(ctx, "p", RemovePoolOptions{Force: true}))
+	require.NoError(t, m.RemovePool(ctx, "q"))
+	assert.Empty(t, m.Pools())
+	assert.Empty(t, m.VMs())
+}
+
+// fileTree returns the size of every file under dir by its path relative
+// to dir.
+func fileTree(t *testing.T, dir string) map[string]int64 {
+	t.Helper()
+	tree := make(map[string]int64)
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		tree[rel] = info.Size()
+		return err
+	}))
+	return tree
 }
 
 func TestManagerCreateVolumeErrors(t *testing.T) {
