@@ -1,0 +1,233 @@
+package pool_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vmpool/vmpool/internal/testenv"
+	"github.com/vmpool/vmpool/pool"
+	"github.com/vmpool/vmpool/storage"
+)
+
+// The lvm_thin and file drivers are stood in for by configDriver: the
+// choice of the default pool and included_in read only a pool's driver
+// and parameters. No test of this package may import the real drivers of
+// those names (Register would panic at once).
+func init() {
+	pool.Register("lvm_thin", configDriver{"lvm_thin"})
+	pool.Register("file", configDriver{"file"})
+}
+
+// configDriver makes pools that hold their parameters and touch no disk,
+// so a "file" pool may claim /var/lib/qubes. It accepts any parameter.
+type configDriver struct{ name string }
+
+func (configDriver) Parameters() []storage.Parameter { return nil }
+
+func (d configDriver) Open(_ context.Context, cfg storage.PoolConfig) (storage.Pool, error) {
+	return &configPool{driver: d.name, name: cfg.Name, params: maps.Clone(cfg.Params)}, nil
+}
+
+// configPool implements what the Manager calls on a pool without
+// volumes; the rest of storage.Pool is left nil and would panic.
+type configPool struct {
+	storage.Pool
+	driver, name string
+	params       map[string]string
+}
+
+func (p *configPool) Name() string   { return p.name }
+func (p *configPool) Driver() string { return p.driver }
+func (p *configPool) Config() map[string]string {
+	cfg := map[string]string{"name": p.name, "driver": p.driver}
+	maps.Copy(cfg, p.params)
+	return cfg
+}
+func (p *configPool) Setup(context.Context) error   { return nil }
+func (p *configPool) Destroy(context.Context) error { return nil }
+func (p *configPool) Close() error                  { return nil }
+
+// poolSpec is a pool of a state file.
+type poolSpec struct {
+	Driver string            `json:"driver"`
+	Params map[string]string `json:"params"`
+}
+
+func lvmThin(vg, thinPool string) poolSpec {
+	return poolSpec{"lvm_thin", map[string]string{"volume_group": vg, "thin_pool": thinPool, "revisions_to_keep": "1"}}
+}
+
+func filePool(dir string) poolSpec { return poolSpec{"file", map[string]string{"dir_path": dir}} }
+
+func reflinkPool(dir string) poolSpec {
+	return poolSpec{"file-reflink", map[string]string{"dir_path": dir, "revisions_to_keep": "1", "ephemeral_volatile": "False"}}
+}
+
+// openWithPools writes a state file holding pools and opens a Manager on
+// it: the pools are opened, never set up, so nothing is created on disk.
+func openWithPools(t *testing.T, pools map[string]poolSpec) *pool.Manager {
+	t.Helper()
+	dir := t.TempDir()
+	data, err := json.Marshal(map[string]any{"version": 1, "pools": pools, "vms": map[string]any{}})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, pool.StateFile), data, 0o600))
+	m, err := pool.OpenManager(t.Context(), dir, pool.ManagerOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil && !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("close manager: %v", err)
+		}
+	})
+	return m
+}
+
+// defaultName returns the name of m's default pool for in, or "" when
+// there is none (checking the error then).
+func defaultName(t *testing.T, m *pool.Manager, in pool.DefaultPoolInputs) string {
+	t.Helper()
+	p, err := m.DefaultPool(in)
+	if err != nil {
+		require.ErrorIs(t, err, storage.ErrNotFound)
+		assert.ErrorContains(t, err, "cannot determine default storage pool")
+		return ""
+	}
+	return p.Name()
+}
+
+// TestDefaultPool: each rule of Qubes' _default_pool, in its order of
+// precedence: the pool named default; the lvm_thin pool of
+// DEFAULT_LVM_POOL (its thin_pool only); the lvm_thin pool of the root
+// filesystem (volume group and thin pool); a file or file-reflink pool at
+// /var/lib/qubes; else none.
+func TestDefaultPool(t *testing.T) {
+	elsewhere := filepath.Join(t.TempDir(), "pool")
+	root := pool.DefaultPoolInputs{RootVolumeGroup: "vg0", RootThinPool: "pool0"}
+	for what, tc := range map[string]struct {
+		pools map[string]poolSpec
+		in    pool.DefaultPoolInputs
+		want  string // "" for none
+		// atVarLibQubes opens a real file-reflink pool at /var/lib/qubes.
+		atVarLibQubes bool
+	}{
+		"no pools": {},
+		"no pool fits": {
+			pools: map[string]poolSpec{"a": lvmThin("vg0", "pool0"), "f": filePool("/srv/qubes"), "r": reflinkPool(elsewhere)},
+		},
+		"the pool named default before every other rule": {
+			pools: map[string]poolSpec{
+				"default":     lvmThin("vgX", "poolX"),
+				"a":           lvmThin("vg0", "pool0"),
+				"b":           lvmThin("vg1", "pool1"),
+				"varlibqubes": filePool("/var/lib/qubes"),
+			},
+			in:   pool.DefaultPoolInputs{LVMPool: "pool1", RootVolumeGroup: "vg0", RootThinPool: "pool0"},
+			want: "default",
+		},
+		"the pool named default, of any driver": {
+			pools: map[string]poolSpec{"default": reflinkPool(elsewhere), "varlibqubes": filePool("/var/lib/qubes")},
+			want:  "default",
+		},
+		"DEFAULT_LVM_POOL before the root filesystem's": {
+			pools: map[string]poolSpec{"a": lvmThin("vg0", "pool0"), "b": lvmThin("vg1", "pool1"), "varlibqubes": filePool("/var/lib/qubes")},
+			in:    pool.DefaultPoolInputs{LVMPool: "pool1", RootVolumeGroup: "vg0", RootThinPool: "pool0"},
+			want:  "b",
+		},
+		"DEFAULT_LVM_POOL is compared with thin_pool only; the first by name": {
+			pools: map[string]poolSpec{"z": lvmThin("vg1", "pool1"), "m": lvmThin("vg2", "pool1")},
+			in:    pool.DefaultPoolInputs{LVMPool: "pool1"},
+			want:  "m",
+		},
+		"DEFAULT_LVM_POOL written vg/pool fits no thin_pool": {
+			pools: map[string]poolSpec{"vm-pool": lvmThin("qubes_dom0", "vm-pool"), "varlibqubes": filePool("/var/lib/qubes")},
+			in:    pool.DefaultPoolInputs{LVMPool: "qubes_dom0/vm-pool"},
+			want:  "varlibqubes",
+		},
+		"DEFAULT_LVM_POOL fits lvm_thin pools only": {
+			pools: map[string]poolSpec{"f": {"file", map[string]string{"dir_path": "/srv/qubes", "thin_pool": "pool1"}}},
+			in:    pool.DefaultPoolInputs{LVMPool: "pool1"},
+		},
+		"an unmatched DEFAULT_LVM_POOL falls through to the root filesystem's": {
+			pools: map[string]poolSpec{"a": lvmThin("vg0", "pool0")},
+			in:    pool.DefaultPoolInputs{LVMPool: "nope", RootVolumeGroup: "vg0", RootThinPool: "pool0"},
+			want:  "a",
+		},
+		"the root filesystem's before /var/lib/qubes": {
+			pools: map[string]poolSpec{"a": lvmThin("vg0", "pool0"), "varlibqubes": filePool("/var/lib/qubes")},
+			in:    root,
+			want:  "a",
+		},
+		"the root filesystem's thin pool needs its volume group": {
+			pools: map[string]poolSpec{"a": lvmThin("vg9", "pool0"), "varlibqubes": filePool("/var/lib/qubes")},
+			in:    root,
+			want:  "varlibqubes",
+		},
+		"the root filesystem's fits lvm_thin pools only": {
+			pools: map[string]poolSpec{"f": {"file", map[string]string{"dir_path": "/srv/qubes", "volume_group": "vg0", "thin_pool": "pool0"}}},
+			in:    root,
+		},
+		"root not on a thin volume: /var/lib/qubes": {
+			pools: map[string]poolSpec{"a": lvmThin("vg0", "pool0"), "varlibqubes": filePool("/var/lib/qubes")},
+			want:  "varlibqubes",
+		},
+		"a file pool at /var/lib/qubes/, normalised": {
+			pools: map[string]poolSpec{"vlq": filePool("/var/lib/qubes/")},
+			want:  "vlq",
+		},
+		"a file-reflink pool at /var/lib/qubes": {
+			pools:         map[string]poolSpec{"varlibqubes": reflinkPool("/var/lib/qubes"), "other": filePool("/srv/qubes")},
+			want:          "varlibqubes",
+			atVarLibQubes: true,
+		},
+		"a file pool below /var/lib/qubes does not fit": {
+			pools: map[string]poolSpec{"sub": filePool("/var/lib/qubes/sub")},
+		},
+	} {
+		t.Run(what, func(t *testing.T) {
+			if tc.atVarLibQubes {
+				_, err := os.Stat("/var/lib/qubes")
+				testenv.Need(t, errors.Is(err, os.ErrNotExist), "no /var/lib/qubes",
+					"a file-reflink pool opened at an existing /var/lib/qubes would lock it")
+			}
+			m := openWithPools(t, tc.pools)
+			assert.Equal(t, tc.want, defaultName(t, m, tc.in))
+		})
+	}
+	_, err := os.Stat("/var/lib/qubes")
+	assert.ErrorIs(t, err, os.ErrNotExist, "nothing is created at /var/lib/qubes")
+}
+
+// TestDefaultPoolFollowsPools: the default pool is computed from the
+// pools of the moment, as they are added and removed, and a closed
+// Manager has none.
+func TestDefaultPoolFollowsPools(t *testing.T) {
+	ctx := t.Context()
+	base := t.TempDir()
+	m := reflinkManager(t, filepath.Join(base, "state"), filepath.Join(base, "p"))
+	root := pool.DefaultPoolInputs{RootVolumeGroup: "qubes_dom0", RootThinPool: "vm-pool"}
+	assert.Equal(t, "", defaultName(t, m, root), "a file-reflink pool elsewhere is no default")
+
+	_, err := m.AddPool(ctx, "varlibqubes", "file", map[string]string{"dir_path": "/var/lib/qubes"})
+	require.NoError(t, err)
+	assert.Equal(t, "varlibqubes", defaultName(t, m, root))
+	_, err = m.AddPool(ctx, "vm-pool", "lvm_thin", map[string]string{"volume_group": "qubes_dom0", "thin_pool": "vm-pool"})
+	require.NoError(t, err)
+	assert.Equal(t, "vm-pool", defaultName(t, m, root))
+	assert.Equal(t, "varlibqubes", defaultName(t, m, pool.DefaultPoolInputs{}))
+	_, err = m.AddPool(ctx, "default", "file-reflink", map[string]string{"dir_path": filepath.Join(base, "default"), "setup_check": "no"})
+	require.NoError(t, err)
+	assert.Equal(t, "default", defaultName(t, m, root))
+
+	require.NoError(t, m.RemovePool(ctx, "default"))
+	assert.Equal(t, "vm-pool", defaultName(t, m, root))
+	require.NoError(t, m.Close())
+	_, err = m.DefaultPool(root)
+	assert.ErrorIs(t, err, storage.ErrClosed)
+}
