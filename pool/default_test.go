@@ -231,3 +231,58 @@ func TestDefaultPoolFollowsPools(t *testing.T) {
 	_, err = m.DefaultPool(root)
 	assert.ErrorIs(t, err, storage.ErrClosed)
 }
+
+// TestIncludedIn: a pool is included in the pool whose directory holds its
+// own, resolved as os.path.realpath does (symlinks on either side, missing
+// parts as written, a loop left alone); the innermost such pool wins; a
+// pool without dir_path is included in none.
+func TestIncludedIn(t *testing.T) {
+	ctx := t.Context()
+	base := t.TempDir()
+	m := reflinkManager(t, filepath.Join(t.TempDir(), "state"), filepath.Join(base, "outer"))
+	require.NoError(t, os.MkdirAll(filepath.Join(base, "d", "e"), 0o755))
+	for link, target := range map[string]string{
+		"link":  "outer/inner", // relative
+		"alias": filepath.Join(base, "d"),
+		"loop":  "loop",
+	} {
+		require.NoError(t, os.Symlink(target, filepath.Join(base, link)))
+	}
+	for name, spec := range map[string]poolSpec{
+		"base":    filePool(base),
+		"inner":   {"file-reflink", map[string]string{"dir_path": filepath.Join(base, "outer", "inner"), "setup_check": "no"}},
+		"sibling": filePool(filepath.Join(base, "outer-2")),
+		"ghost":   filePool(filepath.Join(base, "outer", "inner", "missing", "deeper")),
+		"linked":  filePool(filepath.Join(base, "link", "sub")),
+		"alias":   filePool(filepath.Join(base, "alias")),
+		"deep":    filePool(filepath.Join(base, "d", "e")),
+		"dotdot":  filePool(filepath.Join(base, "outer") + "/../outer/x"),
+		"looped":  filePool(filepath.Join(base, "loop", "x")),
+		"thin":    lvmThin("vg0", "pool0"),
+	} {
+		_, err := m.AddPool(ctx, name, spec.Driver, spec.Params)
+		require.NoError(t, err, name)
+	}
+	for name, want := range map[string]string{
+		"base":    "",
+		"p":       "base", // base/outer
+		"inner":   "p",    // not base: the innermost
+		"sibling": "base", // base/outer-2 is not inside base/outer
+		"ghost":   "inner",
+		"linked":  "inner", // base/link/sub is base/outer/inner/sub
+		"alias":   "base",
+		"deep":    "alias", // base/d/e is inside base/alias, base/d
+		"dotdot":  "p",
+		"looped":  "base", // base/loop/x, unresolved
+		"thin":    "",
+	} {
+		got, err := m.IncludedIn(name)
+		require.NoError(t, err, name)
+		assert.Equal(t, want, got, "included_in of %s", name)
+	}
+	_, err := m.IncludedIn("nope")
+	assert.ErrorIs(t, err, storage.ErrNotFound)
+	require.NoError(t, m.Close())
+	_, err = m.IncludedIn("p")
+	assert.ErrorIs(t, err, storage.ErrClosed)
+}

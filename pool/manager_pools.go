@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -288,3 +289,113 @@ func samePlace(a, b string) bool {
 	absB, errB := filepath.Abs(b)
 	return errA == nil && errB == nil && absA == absB
 }
+
+// IncludedIn returns the name of the pool whose directory holds the
+// directory of the pool named name, or "" when there is none, as Qubes'
+// Pool.included_in does for its file, file-reflink and linux-kernel pools
+// (qubes.storage.search_pool_containing_dir, which reflink.py and file.py
+// call). The directories are the pools' dir_path parameters (their
+// Config), resolved as Python's os.path.realpath resolves them: symlinks
+// followed where they exist, missing parts taken as written. Another
+// pool holds the directory if its resolved directory is the same one or
+// a parent. A pool without a dir_path (lvm_thin) is included in none, as
+// Qubes' lvm_thin has no included_in. Where several pools hold the
+// directory, the innermost is returned (among equals, the first by name):
+// Qubes returns the first in qubes.xml's order, which the state does not
+// keep. An unknown name is ErrNotFound.
+//
+// Qubes' search then tries lvm_thin pools: one whose volume_group and
+// thin_pool are those of the thin volume holding the directory's
+// filesystem (DirectoryThinPool.thin_pool: "dmsetup table" of the
+// directory's st_dev, whose thin target names the pool's -tpool device,
+// read from /sys/dev/block/MAJOR:MINOR/dm/name). That needs LVM and is
+// not done here: a directory on a thin volume is reported in no pool
+// unless a pool's directory holds it.
+//
+// The Admin API's admin.pool.Info prints "included_in=NAME" as its last
+// line, after "size=" and "usage=", only when there is such a pool.
+func (m *Manager) IncludedIn(name string) (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.check(); err != nil {
+		return "", err
+	}
+	fail := func(err error) (string, error) { return "", fmt.Errorf("included_in of pool %s: %w", name, err) }
+	p, ok := m.pools[name]
+	if !ok {
+		return fail(fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound))
+	}
+	dir, ok := p.Config()["dir_path"]
+	if !ok || dir == "" {
+		return "", nil
+	}
+	rdir, err := realPath(dir)
+	if err != nil {
+		return fail(err)
+	}
+	best, bestDir := "", ""
+	for _, other := range slices.Sorted(maps.Keys(m.pools)) {
+		odir, ok := m.pools[other].Config()["dir_path"]
+		if other == name || !ok || odir == "" {
+			continue
+		}
+		oreal, err := realPath(odir)
+		if err != nil {
+			return fail(fmt.Errorf("pool %s: %w", other, err))
+		}
+		if inDir(rdir, oreal) && len(oreal) > len(bestDir) {
+			best, bestDir = other, oreal
+		}
+	}
+	return best, nil
+}
+
+// inDir reports whether path is dir or lies below it; both are absolute
+// and clean.
+func inDir(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// realPath returns the absolute path of p with every symlink resolved, as
+// Python's os.path.realpath (non-strict) does after os.path.abspath: a
+// part that does not exist or cannot be read is taken as written, and
+// where a chain of links is longer than maxSymlinks (a loop), the rest is
+// taken as written from there.
+func realPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	resolved := "/"
+	rest := strings.Split(abs, "/")
+	for links := 0; len(rest) > 0; {
+		part := rest[0]
+		rest = rest[1:]
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			resolved = filepath.Dir(resolved)
+			continue
+		}
+		next := filepath.Join(resolved, part)
+		st, err := os.Lstat(next)
+		if err != nil || st.Mode()&fs.ModeSymlink == 0 {
+			resolved = next
+			continue
+		}
+		target, err := os.Readlink(next)
+		if links++; err != nil || links > maxSymlinks {
+			return filepath.Join(append([]string{next}, rest...)...), nil
+		}
+		if filepath.IsAbs(target) {
+			resolved = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return resolved, nil
+}
+
+// maxSymlinks bounds the symlinks realPath follows, as the kernel's
+// MAXSYMLINKS (40) bounds a path lookup's.
+const maxSymlinks = 40
