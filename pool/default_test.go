@@ -2,8 +2,10 @@ package pool_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -285,4 +287,94 @@ func TestIncludedIn(t *testing.T) {
 	require.NoError(t, m.Close())
 	_, err = m.IncludedIn("p")
 	assert.ErrorIs(t, err, storage.ErrClosed)
+}
+
+// TestRemovePoolForceKeepsImages: on a real file-reflink pool, removing a
+// pool that holds volumes is refused without Force and changes nothing; a
+// forced removal forgets the pool and its volumes and leaves every image
+// and revision on disk, which a pool added again at the same directory
+// does not replace (CreateVolume of a vid with data is ErrExists).
+func TestRemovePoolForceKeepsImages(t *testing.T) {
+	ctx := t.Context()
+	base := t.TempDir()
+	stateDir, poolDir := filepath.Join(base, "state"), filepath.Join(base, "pool")
+	m := reflinkManager(t, stateDir, poolDir)
+	private := storage.VolumeConfig{Name: "private", Pool: "p", VID: "appvms/work/private", Size: recSize, RW: true, SaveOnStop: true, RevisionsToKeep: keep(2)}
+	for _, c := range []storage.VolumeConfig{
+		private,
+		{Name: "volatile", Pool: "p", VID: "appvms/work/volatile", Size: recSize, RW: true},
+	} {
+		_, err := m.CreateVolume(ctx, "work", c)
+		require.NoError(t, err)
+	}
+	for _, b := range []byte{0x61, 0x62} {
+		require.NoError(t, m.StartVM(ctx, "work"))
+		writeDevice(t, vol(t, m, "work", "private"), block(b))
+		require.NoError(t, m.StopVM(ctx, "work"))
+	}
+	before := stateBytes(t, stateDir)
+
+	err := m.RemovePool(ctx, "p")
+	require.ErrorIs(t, err, storage.ErrInUse)
+	assert.ErrorContains(t, err, "storage pool is in use by work:private, work:volatile")
+	err = m.RemovePoolWith(ctx, "p", pool.RemovePoolOptions{})
+	require.ErrorIs(t, err, storage.ErrInUse)
+	require.NoError(t, m.StartVM(ctx, "work"))
+	err = m.RemovePoolWith(ctx, "p", pool.RemovePoolOptions{Force: true})
+	require.ErrorIs(t, err, storage.ErrRunning, "a running volume is never forgotten")
+	assert.Equal(t, before, stateBytes(t, stateDir), "refusals change nothing")
+	_, err = m.Volume("work", "private")
+	require.NoError(t, err)
+	require.NoError(t, m.StopVM(ctx, "work"))
+
+	revs, err := vol(t, m, "work", "private").Revisions(ctx)
+	require.NoError(t, err)
+	require.Len(t, revs, 2)
+	// The pool's worker finishes the last stop (the next precache, the
+	// pruning) by Close.
+	require.NoError(t, m.Close())
+	m = reflinkManager(t, stateDir, poolDir)
+	files := dirFiles(t, poolDir)
+	require.Contains(t, files, "appvms/work/private.img")
+
+	require.NoError(t, m.RemovePoolWith(ctx, "p", pool.RemovePoolOptions{Force: true}))
+	assert.Empty(t, m.Pools())
+	assert.Empty(t, m.VMs())
+	assert.Equal(t, files, dirFiles(t, poolDir), "every image and revision stays, unchanged")
+	data, err := os.ReadFile(filepath.Join(poolDir, "appvms", "work", "private.img"))
+	require.NoError(t, err)
+	assert.Equal(t, block(0x62), data[:recBlock], "with the last data written")
+	var st struct {
+		Pools map[string]any `json:"pools"`
+		VMs   map[string]any `json:"vms"`
+	}
+	require.NoError(t, json.Unmarshal(stateBytes(t, stateDir), &st))
+	assert.Empty(t, st.Pools)
+	assert.Empty(t, st.VMs)
+
+	_, err = m.AddPool(ctx, "p", "file-reflink", map[string]string{"dir_path": poolDir, "setup_check": "no"})
+	require.NoError(t, err, "the directory is still this state's")
+	_, err = m.CreateVolume(ctx, "work", private)
+	require.ErrorIs(t, err, storage.ErrExists, "the forgotten volume's data is not replaced")
+	assert.Equal(t, files, dirFiles(t, poolDir))
+}
+
+// dirFiles returns the SHA-256 of every regular file under dir by its
+// path relative to dir.
+func dirFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := make(map[string]string)
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		files[rel] = fmt.Sprintf("%x", sha256.Sum256(data))
+		return err
+	}))
+	return files
 }
