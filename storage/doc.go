@@ -66,10 +66,16 @@
 // in an [*Error]. Bad input is refused before anything changes on disk. Stop
 // is idempotent. Operations on one volume are serialised; different volumes
 // proceed in parallel. A pool holds an advisory lock on its location so a
-// second process cannot corrupt it.
+// second process cannot corrupt it, and records its owner there
+// ([PoolConfig.Owner]) so that a second keeper cannot take it over by
+// accident. Create never replaces a save_on_stop volume's data (ErrExists;
+// Qubes' create deletes it). A driver that works with files never follows
+// a symlink inside its pool (ErrUnsafePath).
 //
 // A pool does not discover volumes from disk, as in Qubes: the caller keeps
 // the volume configurations (see [VolumeConfig]) and hands them to
 // [Pool.InitVolume] after opening the pool; the caller also writes back what
-// Resize and the imports change (the size).
+// Resize, the imports and Reconfigure change (the size, the configuration).
+// Where a caller's saved size is stale, the image's size wins at
+// InitVolume.
 package storage

@@ -123,9 +123,11 @@ type Pool interface {
 	// the caller persists it.
 	SetParameter(ctx context.Context, name, value string) error
 
-	// InitVolume makes a Volume from its configuration without touching the
-	// disk, and registers it in the pool. A vid already registered is
-	// ErrExists.
+	// InitVolume makes a Volume from its configuration and registers it in
+	// the pool, changing nothing on disk at once: a driver may read the
+	// disk (a save_on_stop volume's size comes from its image) and queue
+	// background work (file-reflink deletes the volume's own "~" files and
+	// prepares its precache). A vid already registered is ErrExists.
 	InitVolume(cfg VolumeConfig) (Volume, error)
 	// ForgetVolume unregisters volume vid without touching the disk (the
 	// undo of InitVolume, e.g. after Create refused to replace data); the
