@@ -215,6 +215,8 @@ func (v *fakeVolume) Create(context.Context) error {
 		return err
 	}
 	if v.pool.fail == "create" {
+		// As the contract asks, a failed Create leaves nothing of its own.
+		os.Remove(v.path(".img"))
 		return errors.New("fake create failed")
 	}
 	return os.Truncate(v.path(".img"), v.Config().Size)

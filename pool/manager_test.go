@@ -478,7 +478,7 @@ func TestManagerCreateVolumeUndo(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "create volume private of VM work: fake create failed")
 	assertUnchanged(t, dir, before)
-	assert.NoFileExists(t, filepath.Join(poolDir, "appvms/work/private.img"), "a half-created volume is removed")
+	assert.NoFileExists(t, filepath.Join(poolDir, "appvms/work/private.img"), "a failed create leaves no image")
 	assert.Empty(t, p.Volumes(), "and forgotten by its pool")
 	assert.Empty(t, m.VMs())
 }

@@ -63,51 +63,48 @@ func (m *Manager) createVolume(ctx context.Context, vm string, cfg storage.Volum
 	if err != nil {
 		return fail(err)
 	}
+	// forget unregisters the volume after a failure, leaving the disk as
+	// it is; its error is joined to err.
+	forget := func(err error) (storage.Volume, error) {
+		if ferr := p.ForgetVolume(context.WithoutCancel(ctx), cfg.VID); ferr != nil {
+			err = errors.Join(err, ferr)
+		}
+		return fail(err)
+	}
 	if replace {
 		running, err := v.IsRunning(ctx)
 		if err == nil && running {
 			err = fmt.Errorf("the vid's image on disk runs: %w", storage.ErrRunning)
 		}
 		if err != nil {
-			if ferr := p.ForgetVolume(context.WithoutCancel(ctx), cfg.VID); ferr != nil {
-				err = errors.Join(err, ferr)
-			}
-			return fail(err)
+			return forget(err)
 		}
 		if err := v.Remove(ctx); err != nil { // Remove unregisters it
-			return fail(err)
+			return forget(err)
 		}
 		if v, err = p.InitVolume(cfg); err != nil {
 			return fail(err)
 		}
 	}
+	// A Create that fails leaves nothing of its own (its images are made
+	// under temporary names and renamed into place), and one refused
+	// before it looked (a cancelled context, a closed pool) or because the
+	// vid has data must not have what is there removed: unregister only.
 	if err := v.Create(ctx); err != nil {
-		if errors.Is(err, storage.ErrExists) {
-			// The vid has data on disk that Create refused to replace:
-			// unregister the volume and leave the data alone.
-			if ferr := p.ForgetVolume(context.WithoutCancel(ctx), cfg.VID); ferr != nil {
-				err = errors.Join(err, ferr)
-			}
-			return fail(err)
-		}
-		m.undoCreate(ctx, v)
-		return fail(err)
+		return forget(err)
 	}
 	m.addVolume(vm, v)
 	if err := m.save(); err != nil {
 		m.dropVolume(vm, cfg.Name)
-		m.undoCreate(ctx, v)
+		// Create succeeded, so nothing of the vid's was there before it:
+		// what is there now is this call's own.
+		if rerr := v.Remove(context.WithoutCancel(ctx)); rerr != nil {
+			m.log.Error().Err(rerr).Str("pool", cfg.Pool).Str("vid", cfg.VID).Msg("remove volume after failed create")
+			return forget(err)
+		}
 		return fail(err)
 	}
 	return v, nil
-}
-
-// undoCreate removes a volume whose creation failed; an error is logged,
-// not returned over the failure's.
-func (m *Manager) undoCreate(ctx context.Context, v storage.Volume) {
-	if err := v.Remove(context.WithoutCancel(ctx)); err != nil {
-		m.log.Error().Err(err).Str("pool", v.Config().Pool).Str("vid", v.Config().VID).Msg("remove volume after failed create")
-	}
 }
 
 // RemoveVolume removes volume name of VM vm: its images, revisions and

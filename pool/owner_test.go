@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -44,9 +45,20 @@ func TestTwoStatesOnOnePool(t *testing.T) {
 	_, err = b.CreateVolume(ctx, "work", private)
 	require.ErrorIs(t, err, storage.ErrExists)
 	assert.Equal(t, before, stateBytes(t, stateB), "a refused create saves nothing")
+	// Cancelled before the driver looked: the data stays, and the vid is
+	// not left registered.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = b.CreateVolume(cancelled, "work", private)
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = b.CreateVolume(ctx, "work", private)
+	require.ErrorIs(t, err, storage.ErrExists, "refused for the data, not for a registration left over")
 	data, err := os.ReadFile(filepath.Join(poolDir, "appvms", "work", "private.img"))
 	require.NoError(t, err)
 	assert.Equal(t, block(0xaa), data[:recBlock], "the first state's data is kept")
+	files, err := os.ReadDir(filepath.Join(poolDir, "appvms", "work"))
+	require.NoError(t, err)
+	assert.Len(t, files, 3, "clean image, precache and revision are all there")
 
 	v, err := b.ReplaceVolume(ctx, "work", private)
 	require.NoError(t, err, "replacing, when asked for")
