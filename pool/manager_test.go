@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -166,25 +165,24 @@ func TestManagerLock(t *testing.T) {
 	assert.Less(t, time.Since(start), time.Second, "refused at once")
 	require.NoError(t, first.Close())
 
-	testenv.RequireCommand(t, "flock")
-	ready := filepath.Join(t.TempDir(), "ready")
-	holder := exec.Command("flock", "-x", dir, "-c", "touch "+ready+"; sleep 0.5")
-	require.NoError(t, holder.Start())
-	for i := 0; ; i++ {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		require.Less(t, i, 500, "the holder never took the lock")
-		time.Sleep(10 * time.Millisecond)
-	}
+	release := testenv.HoldLock(t, dir)
 	_, err = OpenManager(context.Background(), dir, ManagerOptions{LockWait: 50 * time.Millisecond})
 	require.ErrorIs(t, err, storage.ErrInUse)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Regexp(t, `locked by pid [0-9]+ \(flock\)`, err.Error())
-	m, err := OpenManager(context.Background(), dir, ManagerOptions{})
-	require.NoError(t, err, "the waiting OpenManager gets the lock once the holder lets go")
-	assert.NoError(t, m.Close())
-	require.NoError(t, holder.Wait())
+	type result struct {
+		m   *Manager
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		m, err := OpenManager(context.Background(), dir, ManagerOptions{})
+		got <- result{m, err}
+	}()
+	release()
+	r := <-got
+	require.NoError(t, r.err, "the waiting OpenManager gets the lock once the holder lets go")
+	assert.NoError(t, r.m.Close())
 }
 
 func TestManagerBadStateFile(t *testing.T) {

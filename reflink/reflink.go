@@ -191,16 +191,24 @@ func pyBool(b bool) string {
 // is the pool's to delete.
 func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.lock != nil {
+	held := p.lock != nil
+	p.mu.Unlock()
+	if held {
 		return nil
 	}
+	// The wait for another process is made without p.mu, which every
+	// operation's begin takes.
 	l, err := fsutil.LockPath(ctx, p.dir)
 	if errors.Is(err, fsutil.ErrLocked) {
 		return fmt.Errorf("%w: %w", storage.ErrInUse, err)
 	}
 	if err != nil {
 		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lock != nil { // taken meanwhile by another goroutine of this pool
+		return l.Unlock()
 	}
 	p.lock = l
 	ok, err := fsutil.ReflinkSupported(p.dir)
@@ -209,17 +217,31 @@ func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 }
 
 // checkOwner refuses a directory recorded for another owner, unless the
-// pool was opened to adopt it.
+// pool was opened to adopt it. A directory that records no owner (a pool
+// set up before owners were recorded, or by Qubes) is claimed for
+// p.owner now, so that a second keeper cannot take it over unasked; a
+// failure to write the record (a read-only filesystem) is logged.
 func (p *reflinkPool) checkOwner() error {
-	if p.adopt {
+	if p.adopt || p.owner.ID == "" {
+		return nil
+	}
+	rec, err := ownerfile.Read(p.dir)
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		if err := ownerfile.Record(p.dir, p.owner); err != nil {
+			p.log.Warn().Err(err).Str("dir", p.dir).Msg("record the pool's owner")
+		}
 		return nil
 	}
 	return ownerfile.Check(p.dir, p.owner)
 }
 
 // checkDir returns an error wrapping storage.ErrNotFound when the pool's
-// directory is missing or is not a directory (an unmounted mount point
-// whose directory was removed, a dir_path renamed away).
+// directory is missing or holds neither appvms/ nor vm-templates/ (an
+// unmounted mount point: the directory is there, empty), and
+// storage.ErrUnsafePath when it is not a directory.
 func (p *reflinkPool) checkDir() error {
 	st, err := os.Stat(p.dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -229,9 +251,14 @@ func (p *reflinkPool) checkDir() error {
 		return err
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("%w: the pool's directory %s is not a directory", storage.ErrInvalidConfig, p.dir)
+		return fmt.Errorf("the pool's directory %s is a %s: %w", p.dir, fileKind(st.Mode()), storage.ErrUnsafePath)
 	}
-	return nil
+	for _, prefix := range storage.FileVIDDirs() {
+		if _, err := os.Lstat(filepath.Join(p.dir, prefix)); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("the pool's directory %s has neither appvms/ nor vm-templates/ (not mounted?): %w", p.dir, storage.ErrNotFound)
 }
 
 // crashPoint calls the test hook, if any.
@@ -500,6 +527,14 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 	if v.keepsPrecache() {
 		v.pre = v.newPrecacheJob()
 	}
+	pre := v.pre // v is shared once registered: read what it needs first
+	// The leftovers are listed before the volume is visible, so that no
+	// operation on it can have made a temporary file that they include.
+	temps, err := v.ownTemps()
+	if err != nil {
+		// The next operation on the volume reports what is wrong.
+		p.log.Warn().Err(err).Str("vid", cfg.VID).Msg("list leftovers")
+	}
 	p.mu.Lock()
 	if _, dup := p.volumes[cfg.VID]; dup {
 		p.mu.Unlock()
@@ -507,12 +542,11 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 	}
 	p.volumes[cfg.VID] = v
 	p.mu.Unlock()
-	if err := v.queueTemps(); err != nil {
-		// The next operation on the volume reports what is wrong.
-		p.log.Warn().Err(err).Str("vid", cfg.VID).Msg("list leftovers")
+	for _, t := range temps {
+		p.worker.remove(t)
 	}
-	if v.pre != nil {
-		p.worker.precache(v.pre)
+	if pre != nil {
+		p.worker.precache(pre)
 	}
 	return v, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/internal/loopfs"
+	"github.com/vmpool/vmpool/internal/ownerfile"
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -373,14 +374,19 @@ func TestLeftoversRemovedAtOpen(t *testing.T) {
 	}
 }
 
-func TestSecondOpenWaitsForLock(t *testing.T) {
+// TestSecondOpenRefused: a second Open of a pool directory this process
+// holds is refused at once (waiting would be for itself), and works once
+// the first pool is closed, which then refuses work with ErrClosed. The
+// wait for another process's lock is fsutil's TestLockHeldByAnother.
+func TestSecondOpenRefused(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "pool")
 	tp := openTestPool(t, dir, map[string]string{"setup_check": "no"}, true)
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	_, err := Driver{}.Open(short, storage.PoolConfig{Name: "again", Params: map[string]string{"dir_path": dir}})
+	start := time.Now()
+	_, err := Driver{}.Open(ctx, storage.PoolConfig{Name: "again", Params: map[string]string{"dir_path": dir}})
 	require.ErrorIs(t, err, storage.ErrInUse)
+	assert.ErrorContains(t, err, "by this process")
+	assert.Less(t, time.Since(start), time.Second)
 	require.NoError(t, tp.Close())
 	p2, err := Driver{}.Open(ctx, storage.PoolConfig{Name: "again", Params: map[string]string{"dir_path": dir}})
 	require.NoError(t, err)
@@ -554,6 +560,19 @@ func TestRevisionNumbersDoNotOverflow(t *testing.T) {
 	assert.Equal(t, []string{"9223372036854775809", "9223372036854775810"}, ids(), "numbered on, and pruned")
 	require.NoError(t, v.Revert(ctx, "9223372036854775809"))
 	assert.FileExists(t, tooLong, "a name that is no revision is left alone")
+	// At the last number a revision can have, commits go on without one.
+	last := strings.Repeat("9", maxRevisionDigits)
+	require.NoError(t, os.WriteFile(revisionPath(v.clean, last, st.ModTime()), nil, 0o600))
+	require.NoError(t, v.Start(ctx))
+	require.NoError(t, v.Stop(ctx), "a stop after the last revision number")
+	entries, err := os.ReadDir(filepath.Dir(v.clean))
+	require.NoError(t, err)
+	for _, e := range entries {
+		if name, ok := strings.CutPrefix(e.Name(), "private.img."); ok && !strings.Contains(name, "~") && e.Name() != filepath.Base(tooLong) {
+			num, _, _ := strings.Cut(name, "@")
+			assert.LessOrEqual(t, len(num), maxRevisionDigits, "no revision that cannot be listed: %s", e.Name())
+		}
+	}
 	assert.Equal(t, "10", incNum("9"))
 	assert.Equal(t, "100", incNum("99"))
 	assert.Equal(t, "9223372036854775808", incNum("9223372036854775807"))
@@ -576,6 +595,14 @@ func TestRemoveWithPoolDirMissing(t *testing.T) {
 	_, err = tp.Volume(v.Config().VID)
 	assert.NoError(t, err, "the volume is still registered")
 	assert.ErrorIs(t, v.Create(ctx), storage.ErrNotFound, "create needs the directory too")
+	// An unmounted mount point: the directory is there, and empty.
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	err = v.Remove(ctx)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	assert.ErrorContains(t, err, "neither appvms/ nor vm-templates/")
+	_, err = tp.Volume(v.Config().VID)
+	assert.NoError(t, err, "the volume is still registered")
+	require.NoError(t, os.Remove(dir))
 	require.NoError(t, os.Rename(dir+".away", dir))
 	require.NoError(t, v.Remove(ctx))
 	assert.NoFileExists(t, v.clean)
@@ -615,4 +642,32 @@ func TestSetupDirPathNotADirectory(t *testing.T) {
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, "mine", string(data))
+}
+
+// TestOpenClaimsUnownedDirectory: a pool directory that records no owner
+// (set up before owners were recorded, or by Qubes) is claimed by the
+// first owner that opens it, so a second one is refused.
+func TestOpenClaimsUnownedDirectory(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "pool")
+	tp := openTestPool(t, dir, map[string]string{"setup_check": "no"}, true)
+	require.NoError(t, tp.Close())
+	assert.NoFileExists(t, filepath.Join(dir, ownerfile.Name), "no owner given, none recorded")
+	open := func(id string) (storage.Pool, error) {
+		return Driver{}.Open(ctx, storage.PoolConfig{Name: "p", Params: map[string]string{"dir_path": dir},
+			Owner: storage.PoolOwner{ID: id, Desc: "state " + id}})
+	}
+	p, err := open("a")
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	rec, err := ownerfile.Read(dir)
+	require.NoError(t, err)
+	require.NotNil(t, rec)
+	assert.Equal(t, "a", rec.ID, "the first owner to open it claims it")
+	_, err = open("b")
+	require.ErrorIs(t, err, storage.ErrInUse)
+	assert.ErrorContains(t, err, "belongs to state a")
+	p, err = open("a")
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
 }

@@ -238,12 +238,18 @@ func (v *volume) addRevision(revs []revision) ([]revision, error) {
 		}
 	}
 	n, t := nextRevision(revs), st.ModTime().Truncate(time.Second)
+	if len(n) > maxRevisionDigits {
+		// A name listRevisions would not read: such a revision would never
+		// be listed or pruned. The commit goes on without one.
+		v.p.log.Warn().Str("vid", v.cfg.VID).Str("revision", n).Msg("revision numbers are exhausted; committing without keeping a revision")
+		return revs, nil
+	}
 	dst := revisionPath(v.clean, n, t)
 	// A name that exists without being a revision (a number beyond
 	// maxRevisionDigits beside it, planted by hand) must not stop every
 	// commit: take the next number.
 	for err := v.p.linkNoSync(v.clean, dst); err != nil; err = v.p.linkNoSync(v.clean, dst) {
-		if !errors.Is(err, fs.ErrExist) || len(n) > maxRevisionDigits {
+		if !errors.Is(err, fs.ErrExist) || len(incNum(n)) > maxRevisionDigits {
 			return revs, err
 		}
 		n = incNum(n)

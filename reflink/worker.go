@@ -43,6 +43,7 @@ type backgroundKey struct{}
 type precacheJob struct {
 	v         *volume
 	cancelled atomic.Bool
+	ctx       context.Context // set when the worker takes it
 }
 
 func newWorker(p *reflinkPool) *worker {
@@ -96,6 +97,9 @@ func (w *worker) loop() {
 			return
 		case len(w.jobs) > 0:
 			job, w.jobs = w.jobs[0], w.jobs[1:]
+			// Under the same lock as the dequeue, so that cancel finds the
+			// job either queued or cancellable.
+			job.ctx, w.cancelJob = context.WithCancel(context.WithValue(context.Background(), backgroundKey{}, true))
 		case len(w.removals) > 0:
 			path, w.removals = w.removals[0], w.removals[1:]
 		default:
@@ -120,19 +124,18 @@ func (w *worker) loop() {
 }
 
 func (w *worker) runJob(j *precacheJob) {
+	defer func() {
+		w.mu.Lock()
+		if w.cancelJob != nil {
+			w.cancelJob()
+			w.cancelJob = nil
+		}
+		w.mu.Unlock()
+	}()
 	if j.cancelled.Load() {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), backgroundKey{}, true))
-	w.mu.Lock()
-	w.cancelJob = cancel
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		w.cancelJob = nil
-		w.mu.Unlock()
-		cancel()
-	}()
+	ctx := j.ctx
 	if err := j.v.lock(ctx); err != nil {
 		return
 	}

@@ -10,9 +10,11 @@
 package testenv
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -58,4 +60,40 @@ func RequireCommand(t testing.TB, names ...string) {
 		_, err := exec.LookPath(name)
 		Need(t, err == nil, name, "command "+name+" not found on PATH")
 	}
+}
+
+// HoldLock makes another process (util-linux flock) take an exclusive
+// flock on path and keep it until the returned release is called (or
+// the test ends); it returns once the lock is held.
+func HoldLock(t testing.TB, path string) (release func()) {
+	t.Helper()
+	RequireCommand(t, "flock")
+	cmd := exec.Command("flock", "-x", path, "-c", "echo locked; read _ || true")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "locked\n" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("flock %s: %q, %v", path, line, err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			stdin.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("flock %s: %v", path, err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
