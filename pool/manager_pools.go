@@ -172,11 +172,6 @@ func (m *Manager) RemovePoolWith(ctx context.Context, name string, opts RemovePo
 	if len(running) > 0 {
 		return fail(fmt.Errorf("volumes %s run; stop their VMs first: %w", strings.Join(running, ", "), storage.ErrRunning))
 	}
-	if !opts.Force {
-		if err := p.Destroy(ctx); err != nil {
-			return fail(err)
-		}
-	}
 	delete(m.pools, name)
 	for _, u := range users {
 		m.dropVolume(u.vm, u.v.Config().Name)
@@ -195,7 +190,15 @@ func (m *Manager) RemovePoolWith(ctx context.Context, name string, opts RemovePo
 		}
 		ev.Msg("forgot the pool and its volumes; their images stay on disk")
 	}
-	if err := p.Close(); err != nil {
+	// Destroy comes after the removal is recorded, so that the state never
+	// lists a pool whose storage is gone.
+	var derr error
+	if !opts.Force {
+		if derr = p.Destroy(ctx); derr != nil {
+			derr = fmt.Errorf("the pool is removed from the state, but destroying it failed: %w", derr)
+		}
+	}
+	if err := errors.Join(derr, p.Close()); err != nil {
 		return fail(err)
 	}
 	return nil

@@ -710,3 +710,22 @@ func TestManagerConcurrentVMs(t *testing.T) {
 		assert.EqualValues(t, int64(i+2)<<20, st.VMs[vm].Volumes["private"].Size, "the last save has every resize")
 	}
 }
+
+// TestManagerReconfigureUndo: when the state cannot be saved, a volume
+// change is undone exactly: an ephemeral flag that was unset is unset
+// again, not set to the value the pool's default gave.
+func TestManagerReconfigureUndo(t *testing.T) {
+	m, dir := newManager(t)
+	ctx := context.Background()
+	createVMs(t, m)
+	v, err := m.Volume("work", "volatile")
+	require.NoError(t, err)
+	before := v.Config()
+	require.Nil(t, before.Ephemeral)
+	m.dir = filepath.Join(t.TempDir(), "missing") // the state file cannot be written there
+	yes, keep := true, 5
+	err = m.ReconfigureVolume(ctx, "work", "volatile", storage.VolumeChange{Ephemeral: &yes, RevisionsToKeep: &keep})
+	m.dir = dir
+	require.Error(t, err)
+	assert.Equal(t, before, v.Config(), "the change is undone exactly")
+}

@@ -273,15 +273,12 @@ func (m *Manager) ReconfigureVolume(ctx context.Context, vm, name string, ch sto
 			return fail(fmt.Errorf("source %s is not a volume of pool %s: %w", next.Source, old.Pool, storage.ErrNotFound))
 		}
 	}
-	wasEphemeral := v.Ephemeral()
 	if err := v.Reconfigure(ctx, ch); err != nil {
 		return fail(err)
 	}
 	if err := m.save(); err != nil {
-		back := storage.VolumeChange{RevisionsToKeep: old.RevisionsToKeep, RW: &old.RW}
-		if ch.Ephemeral != nil {
-			back.Ephemeral = &wasEphemeral
-		}
+		// The exact old configuration, an unset ephemeral included.
+		back := storage.VolumeChange{RevisionsToKeep: old.RevisionsToKeep, RW: &old.RW, Ephemeral: old.Ephemeral, ClearEphemeral: old.Ephemeral == nil}
 		if next.Source != old.Source {
 			back.Source = &old.Source
 		}

@@ -83,6 +83,11 @@ func testStateCannotBeSaved(t *testing.T, how string) {
 	require.NoError(t, err)
 	assert.False(t, running)
 	require.NoError(t, m.RevertVolume(ctx, "work", "private", ""), "a revert to a revision of the same size")
+	path, err := vol(t, m, "work", "private").Export(ctx)
+	require.NoError(t, err)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, block(0x51), data[:recBlock], "the revert was done: the data before the last stop")
 	// One that does is done, and says the state was not saved.
 	err = m.ResizeVolume(ctx, "work", "private", 2*recSize, storage.ResizeOptions{})
 	require.ErrorIs(t, err, pool.ErrNotSaved, "the resize was done")

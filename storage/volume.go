@@ -141,6 +141,10 @@ type VolumeChange struct {
 	// volatile volume, as Qubes' setter checks); it takes effect at the
 	// next start.
 	Ephemeral *bool
+	// ClearEphemeral removes the explicit ephemeral flag, so that the
+	// pool's ephemeral_volatile decides again; it cannot go with
+	// Ephemeral.
+	ClearEphemeral bool
 	// Source is the new source of a snap_on_start volume, a vid of the same
 	// pool; the volume must be stopped.
 	Source *string
@@ -158,8 +162,14 @@ func (c VolumeConfig) Apply(ch VolumeChange) (VolumeConfig, error) {
 		c.RW = *ch.RW
 	}
 	if ch.Ephemeral != nil {
+		if ch.ClearEphemeral {
+			return c, fmt.Errorf("%w: volume %q: a change cannot both set and clear ephemeral", ErrInvalidConfig, c.Name)
+		}
 		b := *ch.Ephemeral
 		c.Ephemeral = &b
+	}
+	if ch.ClearEphemeral {
+		c.Ephemeral = nil
 	}
 	if ch.Source != nil {
 		if !c.SnapOnStart {

@@ -509,8 +509,8 @@ func TestRunVolumeConfig(t *testing.T) {
 
 	ok(t, state, "vm", "start", "work")
 	for _, tc := range []struct{ vid, key, value string }{
-		{"appvms/work/private", "revisions_to_keep", "-1"}, // enables snapshots
-		{"appvms/work/data", "revisions_to_keep", "1"},     // disables them
+		{"appvms/work/private", "revisions_to_keep", "-1"}, // disables snapshots
+		{"appvms/work/data", "revisions_to_keep", "1"},     // enables them again
 		{"appvms/work/private", "rw", "no"},
 		{"appvms/work/root", "source", "vm-templates/debian/root"},
 	} {
