@@ -93,9 +93,12 @@
 //     missing file. The Manager's ImportData (admin.vm.volume.Import)
 //     still needs the VM halted, as Qubes' API does.
 //   - Copies that cannot be reflinked (another filesystem, a filesystem
-//     without reflinks) are sparse copies in Go (SEEK_DATA/SEEK_HOLE and
-//     copy_file_range) instead of cp --sparse=always. After the first
-//     EOPNOTSUPP the pool stops trying FICLONE.
+//     without reflinks) are sparse copies in Go instead of cp
+//     --sparse=always, with the same result: the source's holes are
+//     skipped (SEEK_DATA/SEEK_HOLE) and its all-zero 4 KiB blocks are not
+//     written, so they become holes too. A source that is a block device
+//     or a FIFO (another driver's export) is read to its end. After the
+//     first EOPNOTSUPP the pool stops trying FICLONE.
 //
 // Every copy, link, rename and remove is logged to the pool's zerolog
 // logger with op, src, dst, bytes and duration.

@@ -104,6 +104,14 @@ func killAt(t *testing.T, job killJob) {
 // restores the target's content. An import killed at the same step leaves
 // the data as it was, and a revert then goes to the state before it.
 func TestKilledRevertRetried(t *testing.T) {
+	// Revert's steps before its rename: the current image linked as a
+	// revision, then the old precache discarded.
+	for _, point := range []string{"revision-linked", "precache-discarded"} {
+		t.Run(point, func(t *testing.T) { testKilledRevert(t, point) })
+	}
+}
+
+func testKilledRevert(t *testing.T, point string) {
 	ctx := t.Context()
 	dir := filepath.Join(t.TempDir(), "pool")
 	tp := openTestPool(t, dir, map[string]string{"setup_check": "no"}, true)
@@ -119,7 +127,7 @@ func TestKilledRevertRetried(t *testing.T) {
 	require.Equal(t, "B", marker(t, v.clean))
 	require.NoError(t, tp.Close())
 
-	killAt(t, killJob{Dir: dir, Config: v.Config(), Op: "revert", Point: "revision-linked"})
+	killAt(t, killJob{Dir: dir, Config: v.Config(), Op: "revert", Point: point})
 	tp2 := openTestPool(t, dir, map[string]string{"setup_check": "no"}, false)
 	v2 := tp2.volume(t, v.Config())
 	assert.Equal(t, "B", marker(t, v2.clean), "the killed revert changed nothing yet")
@@ -129,7 +137,7 @@ func TestKilledRevertRetried(t *testing.T) {
 	assert.Equal(t, []string{empty, "B"}, revisionMarkers(t, v2), "B is kept once, as a revision")
 	require.NoError(t, tp2.Close())
 
-	killAt(t, killJob{Dir: dir, Config: v.Config(), Op: "import", Point: "revision-linked", Marker: "IMPORT"})
+	killAt(t, killJob{Dir: dir, Config: v.Config(), Op: "import", Point: point, Marker: "IMPORT"})
 	tp3 := openTestPool(t, dir, map[string]string{"setup_check": "no"}, false)
 	v3 := tp3.volume(t, v.Config())
 	assert.Equal(t, "A", marker(t, v3.clean), "the killed import changed nothing")

@@ -43,10 +43,13 @@ func (Driver) Parameters() []storage.Parameter {
 }
 
 // Open validates the parameters and returns the pool. If dir_path exists,
-// the pool locks it (waiting until ctx ends; then storage.ErrInUse) and
-// refuses it when it records another owner than cfg.Owner (ErrInUse,
-// naming the owner; see storage.PoolConfig.Owner). Open deletes nothing: the "~" files a crash left are a volume's to clean up,
-// once InitVolume registers it.
+// the pool locks it (a lock held by another process is waited for until
+// ctx ends, one held by this process is refused at once; both
+// storage.ErrInUse, naming the holder), refuses it when it records another
+// owner than cfg.Owner (ErrInUse, naming the owner; see
+// storage.PoolConfig.Owner) and records cfg.Owner where it records none.
+// Open deletes nothing: the "~" files a crash left are a volume's to
+// clean up, once InitVolume registers it.
 func (d Driver) Open(ctx context.Context, cfg storage.PoolConfig) (storage.Pool, error) {
 	p, err := newPool(cfg)
 	if err != nil {
@@ -472,16 +475,15 @@ func (p *reflinkPool) Close() error {
 	return nil
 }
 
-// InitVolume registers a volume from its configuration without touching
-// the disk. The vid must be appvms/VM/NAME or vm-templates/VM/NAME, NAME
-// equal to cfg.Name (filled in from the vid when empty); a snap_on_start
-// source is a vid of this pool. A save_on_stop volume whose image exists
-// takes its size from it (the disk is right where a saved configuration
-// is stale: a resize whose state could not be saved). In the background,
-// the worker deletes the
-// volume's own "~" files a crash left (nothing else: a user's notes~old
-// beside the images stays) and prepares an origin's precache if it is
-// missing.
+// InitVolume registers a volume from its configuration, changing nothing
+// on disk at once. The vid must be appvms/VM/NAME or vm-templates/VM/NAME,
+// NAME equal to cfg.Name (filled in from the vid when empty); a
+// snap_on_start source is a vid of this pool. A save_on_stop volume whose
+// image exists takes its size from it (the disk is right where a saved
+// configuration is stale: a resize whose state could not be saved). In
+// the background, the worker deletes the volume's own "~" files a crash
+// left (nothing else: a user's notes~old beside the images stays) and
+// prepares an origin's precache if it is missing.
 func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) {
 	fail := func(err error) (storage.Volume, error) {
 		return nil, &storage.Error{Op: "init volume", Pool: p.name, VID: cfg.VID, Err: err}

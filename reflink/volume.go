@@ -15,10 +15,12 @@ import (
 )
 
 // volume is a file-reflink volume. Its operations are serialised by sem.
-// cfg changes only in Reconfigure, which holds sem and mu; the size
-// changes under mu alone. Code holding sem reads cfg directly; code that
-// does not (Config, Verify, IsOutdated, another volume) reads it with
-// conf, so that it need not wait for an operation.
+// Of cfg, only RevisionsToKeep, RW, Ephemeral and Source change, in
+// Reconfigure, which holds sem and mu; the size changes under mu alone.
+// Code holding sem reads cfg directly; code that does not (Config,
+// Verify, IsOutdated, Export, another volume) reads those four fields
+// with conf, and the others (VID, Name, SnapOnStart, SaveOnStop), which
+// never change, directly.
 type volume struct {
 	p   *reflinkPool
 	sem chan struct{}

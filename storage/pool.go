@@ -131,8 +131,8 @@ type Pool interface {
 	InitVolume(cfg VolumeConfig) (Volume, error)
 	// ForgetVolume unregisters volume vid without touching the disk (the
 	// undo of InitVolume, e.g. after Create refused to replace data); the
-	// Volume values of it then fail with ErrNotFound. An unknown vid is
-	// ErrNotFound.
+	// operations of its Volume values that change the disk then fail with
+	// ErrNotFound. An unknown vid is ErrNotFound.
 	ForgetVolume(ctx context.Context, vid string) error
 	// Volume returns the registered volume vid, or ErrNotFound.
 	Volume(vid string) (Volume, error)
