@@ -139,9 +139,9 @@ func (m *Manager) RemovePoolWith(ctx context.Context, name string, opts RemovePo
 		return err
 	}
 	fail := func(err error) error { return fmt.Errorf("remove pool %s: %w", name, err) }
-	p, ok := m.pools[name]
-	if !ok {
-		return fail(fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound))
+	p, err := m.lookupPool(name)
+	if err != nil {
+		return fail(err)
 	}
 	type user struct {
 		vm string
@@ -211,6 +211,12 @@ func (m *Manager) Pool(name string) (storage.Pool, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
+	return m.lookupPool(name)
+}
+
+// lookupPool returns the pool named name, or an error wrapping
+// ErrNotFound; the caller holds mu.
+func (m *Manager) lookupPool(name string) (storage.Pool, error) {
 	p, ok := m.pools[name]
 	if !ok {
 		return nil, fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound)
@@ -241,9 +247,9 @@ func (m *Manager) SetPoolParameter(ctx context.Context, name, key, value string)
 		return err
 	}
 	fail := func(err error) error { return fmt.Errorf("set %s of pool %s: %w", key, name, err) }
-	p, ok := m.pools[name]
-	if !ok {
-		return fail(fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound))
+	p, err := m.lookupPool(name)
+	if err != nil {
+		return fail(err)
 	}
 	old, had := p.Config()[key]
 	if err := p.SetParameter(ctx, key, value); err != nil {
@@ -324,9 +330,9 @@ func (m *Manager) IncludedIn(name string) (string, error) {
 		return "", err
 	}
 	fail := func(err error) (string, error) { return "", fmt.Errorf("included_in of pool %s: %w", name, err) }
-	p, ok := m.pools[name]
-	if !ok {
-		return fail(fmt.Errorf("no pool %q: %w", name, storage.ErrNotFound))
+	p, err := m.lookupPool(name)
+	if err != nil {
+		return fail(err)
 	}
 	dir, ok := p.Config()["dir_path"]
 	if !ok || dir == "" {

@@ -47,9 +47,9 @@ func (m *Manager) createVolume(ctx context.Context, vm string, cfg storage.Volum
 	if cfg.Pool == "" {
 		return fail(fmt.Errorf("%w: the volume configuration names no pool", storage.ErrInvalidConfig))
 	}
-	p, ok := m.pools[cfg.Pool]
-	if !ok {
-		return fail(fmt.Errorf("no pool %q: %w", cfg.Pool, storage.ErrNotFound))
+	p, err := m.lookupPool(cfg.Pool)
+	if err != nil {
+		return fail(err)
 	}
 	if _, ok := m.vms[vm][cfg.Name]; ok {
 		return fail(fmt.Errorf("VM %s has a volume %s: %w", vm, cfg.Name, storage.ErrExists))
