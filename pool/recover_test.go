@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vmpool/vmpool/internal/loopfs"
+	"github.com/vmpool/vmpool/internal/testenv"
 	"github.com/vmpool/vmpool/pool"
 	_ "github.com/vmpool/vmpool/reflink"
 	"github.com/vmpool/vmpool/storage"
@@ -58,6 +60,22 @@ func createWork(t *testing.T, m *pool.Manager, source string) {
 	}
 }
 
+// onEachFS runs test in a directory of its own on loop-mounted btrfs, XFS
+// and ext4 (root), and in the test's temporary directory (any user).
+func onEachFS(t *testing.T, test func(t *testing.T, base string)) {
+	t.Run("tempdir", func(t *testing.T) { test(t, t.TempDir()) })
+	for _, typ := range []loopfs.Type{loopfs.Btrfs, loopfs.XFS, loopfs.Ext4} {
+		t.Run(string(typ), func(t *testing.T) {
+			testenv.RequireRoot(t)
+			size := int64(128 << 20) // btrfs needs about 110 MB
+			if typ == loopfs.XFS {
+				size = loopfs.MinXFSSize
+			}
+			test(t, loopfs.Mount(t, typ, size))
+		})
+	}
+}
+
 // block returns a block of b.
 func block(b byte) []byte { return bytes.Repeat([]byte{b}, recBlock) }
 
@@ -94,9 +112,10 @@ func vol(t *testing.T, m *pool.Manager, vm, name string) storage.Volume {
 // ran is reopened and recovered with StopStorage, as qubesd's
 // stop_storage does at start. The origin commits what it held; the
 // snapshot and volatile volumes start fresh.
-func TestStopStorageAfterCrash(t *testing.T) {
+func TestStopStorageAfterCrash(t *testing.T) { onEachFS(t, testStopStorageAfterCrash) }
+
+func testStopStorageAfterCrash(t *testing.T, base string) {
 	ctx := t.Context()
-	base := t.TempDir()
 	stateDir, poolDir := filepath.Join(base, "state"), filepath.Join(base, "pool")
 	m := reflinkManager(t, stateDir, poolDir)
 
@@ -149,8 +168,11 @@ func TestStopStorageAfterCrash(t *testing.T) {
 // crash without StopStorage still gets fresh snapshot and volatile images;
 // the origin resumes its uncommitted data.
 func TestStartAfterCrashWithoutRecovery(t *testing.T) {
+	onEachFS(t, testStartAfterCrashWithoutRecovery)
+}
+
+func testStartAfterCrashWithoutRecovery(t *testing.T, base string) {
 	ctx := context.Background()
-	base := t.TempDir()
 	stateDir, poolDir := filepath.Join(base, "state"), filepath.Join(base, "pool")
 	m := reflinkManager(t, stateDir, poolDir)
 	_, err := m.CreateVolume(ctx, "tpl", storage.VolumeConfig{Name: "root", Pool: "p", VID: "vm-templates/tpl/root", Size: recSize, RW: true, SaveOnStop: true})
