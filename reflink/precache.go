@@ -34,32 +34,35 @@ func (v *volume) schedulePrecache() {
 func (v *volume) newPrecacheJob() *precacheJob { return &precacheJob{v: v} }
 
 // makePrecache clones the clean image to the precache with the same mtime,
-// unless the volume runs or an up-to-date precache exists. It runs in the
+// unless the volume runs or an up-to-date precache exists, and reports
+// whether it made one. It runs in the
 // background, so failures are logged, not returned. Needs sem.
-func (v *volume) makePrecache(ctx context.Context) {
+func (v *volume) makePrecache(ctx context.Context) (made bool) {
 	if v.removed || !v.keepsPrecache() || exists(v.dirty) {
-		return
+		return false
 	}
 	if err := v.checkPaths(); err != nil {
 		v.p.log.Warn().Err(err).Str("vid", v.cfg.VID).Msg("no precache")
-		return
+		return false
 	}
 	st, err := os.Stat(v.clean)
 	if err != nil {
-		return
+		return false
 	}
 	if pst, err := os.Stat(v.precache); err == nil {
 		if samePrecache(st, pst) {
-			return
+			return false
 		}
 		if err := v.p.discard(v.precache); err != nil {
 			v.p.log.Warn().Err(err).Str("vid", v.cfg.VID).Msg("discard stale precache")
-			return
+			return false
 		}
 	}
 	if err := v.p.copy(ctx, v.clean, v.precache, fsutil.CopyOptions{Size: -1, KeepMtime: true}); err != nil {
 		v.p.log.Warn().Err(err).Str("vid", v.cfg.VID).Msg("prepare precache")
+		return false
 	}
+	return true
 }
 
 // samePrecache reports whether a precache matches its clean image, by

@@ -528,6 +528,7 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 	v.sz = v.diskSize()
 	if v.keepsPrecache() {
 		v.pre = v.newPrecacheJob()
+		v.initPre = v.pre
 	}
 	pre := v.pre // v is shared once registered: read what it needs first
 	// The leftovers are listed before the volume is visible, so that no
@@ -553,9 +554,10 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 	return v, nil
 }
 
-// ForgetVolume unregisters volume vid, leaving its files alone; its
-// queued precache is cancelled and later operations on it fail with
-// storage.ErrNotFound.
+// ForgetVolume unregisters volume vid, leaving its files alone but for a
+// precache that the registration's own background job made (it is
+// discarded); a queued precache is cancelled, and later operations on it
+// fail with storage.ErrNotFound.
 func (p *reflinkPool) ForgetVolume(ctx context.Context, vid string) error {
 	v := p.lookup(vid)
 	if v == nil {
@@ -565,6 +567,14 @@ func (p *reflinkPool) ForgetVolume(ctx context.Context, vid string) error {
 		return v.wrap("forget volume", err)
 	}
 	defer v.unlock()
+	// A precache the registration's own job made is not left behind: the
+	// caller undoes the registration (a Create that refused the vid's
+	// data), so it undoes what came of it too.
+	if j := v.pre; j != nil && j == v.initPre && j.made.Load() {
+		if err := p.discard(v.precache); err != nil {
+			return v.wrap("forget volume", err)
+		}
+	}
 	v.cancelPrecache()
 	v.removed = true
 	p.forget(vid)

@@ -671,3 +671,30 @@ func TestOpenClaimsUnownedDirectory(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, p.Close())
 }
+
+// TestRefusedCreateLeavesNoPrecache: a vid registered again over another
+// state's data queues a precache of it; when Create refuses the vid and
+// the caller forgets it, the precache that registration made is removed
+// again: the tree is as it was.
+func TestRefusedCreateLeavesNoPrecache(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "pool")
+	tp := openTestPool(t, dir, map[string]string{"setup_check": "no"}, true)
+	cfg := storage.VolumeConfig{VID: "appvms/a/private", SaveOnStop: true, RW: true, Size: 1 << 20}
+	v := tp.volume(t, cfg)
+	require.NoError(t, v.Create(ctx))
+	require.NoError(t, v.Start(ctx))
+	require.NoError(t, v.Stop(ctx))
+	require.NoError(t, tp.Flush(ctx))
+	require.NoError(t, os.Remove(v.precache)) // as another state left it
+	before := tp.tree(t)
+	require.NoError(t, tp.Close())
+
+	tp2 := openTestPool(t, dir, map[string]string{"setup_check": "no"}, false)
+	v2 := tp2.volume(t, cfg)
+	require.NoError(t, tp2.Flush(ctx))
+	require.FileExists(t, v2.precache, "the registration prepared a precache")
+	require.ErrorIs(t, v2.Create(ctx), storage.ErrExists)
+	require.NoError(t, tp2.ForgetVolume(ctx, cfg.VID))
+	assert.Equal(t, before, tp2.tree(t), "nothing of the refused create is left")
+}

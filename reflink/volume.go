@@ -34,6 +34,7 @@ type volume struct {
 
 	// Guarded by sem.
 	pre     *precacheJob // the queued or running precache clone, if any
+	initPre *precacheJob // the one InitVolume queued
 	removed bool
 }
 

@@ -44,6 +44,7 @@ type precacheJob struct {
 	v         *volume
 	cancelled atomic.Bool
 	ctx       context.Context // set when the worker takes it
+	made      atomic.Bool     // the job made the precache file
 }
 
 func newWorker(p *reflinkPool) *worker {
@@ -141,7 +142,7 @@ func (w *worker) runJob(j *precacheJob) {
 	}
 	defer j.v.unlock()
 	if !j.cancelled.Load() {
-		j.v.makePrecache(ctx)
+		j.made.Store(j.v.makePrecache(ctx))
 	}
 }
 
