@@ -49,9 +49,13 @@ var commands = []*command{
 			"a directory that is a pool of another state is refused unless --adopt"},
 	{name: "pool list", help: "list the pools", setup: noFlags(poolList)},
 	{name: "pool info", args: "NAME", min: 1, max: 1, setup: noFlags(poolInfo),
-		help: "show a pool's configuration, size and usage"},
-	{name: "pool remove", args: "NAME", min: 1, max: 1, setup: noFlags(poolRemove),
-		help: "remove a pool no volume uses (its files stay)"},
+		help: "show a pool's configuration, size and usage, and the pool whose directory holds its dir_path (included_in)"},
+	{name: "pool default", setup: noFlags(poolDefault),
+		help: "print the name of the pool Qubes' default_pool defaults to " +
+			"(the pool named default, an lvm_thin pool of $DEFAULT_LVM_POOL, a file or file-reflink pool at /var/lib/qubes; LVM is not probed)"},
+	{name: "pool remove", args: "NAME [--force]", min: 1, max: 1, setup: poolRemove,
+		help: "remove a pool no volume uses (its files stay); " +
+			"--force removes one that volumes use: it forgets those volumes and leaves their images and revisions on disk"},
 	{name: "pool set", args: "NAME KEY VALUE", min: 3, max: 3, setup: noFlags(poolSet),
 		help: "change a pool's parameter (file-reflink: revisions_to_keep, the default of new volumes, or ephemeral_volatile)"},
 	{name: "pool drivers", help: "list the drivers and their parameters, in order", setup: noFlags(poolDrivers)},
@@ -108,7 +112,11 @@ func poolAdd(fs *flag.FlagSet) runFunc {
 			if err != nil {
 				return err
 			}
-			return e.emit(poolInfoOf(e, p), nil)
+			doc, err := poolInfoOf(e, m, p)
+			if err != nil {
+				return err
+			}
+			return e.emit(doc, nil)
 		})
 	}
 }
@@ -129,18 +137,47 @@ func poolInfo(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		info := poolInfoOf(e, p)
+		info, err := poolInfoOf(e, m, p)
+		if err != nil {
+			return err
+		}
 		return e.emit(info, func() error { return printPoolInfo(e.stdout, info) })
 	})
 }
 
-func poolRemove(e *env, args []string) error {
+// poolDefault prints the pool Manager.DefaultPool chooses. Of the host's
+// facts it passes $DEFAULT_LVM_POOL only: vmpoolctl does not ask LVM
+// which thin pool holds "/", so that rule never applies.
+func poolDefault(e *env, _ []string) error {
 	return e.withManager(func(m *pool.Manager) error {
-		if err := m.RemovePool(e.ctx, args[0]); err != nil {
+		p, err := m.DefaultPool(pool.DefaultPoolInputs{LVMPool: os.Getenv("DEFAULT_LVM_POOL")})
+		if err != nil {
 			return err
 		}
-		return e.emit(map[string]any{"pool": args[0], "removed": true}, nil)
+		row := poolRow{Name: p.Name(), Driver: p.Driver()}
+		return e.emit(row, func() error {
+			_, err := fmt.Fprintln(e.stdout, row.Name)
+			return err
+		})
 	})
+}
+
+func poolRemove(fs *flag.FlagSet) runFunc {
+	var force bool
+	fs.BoolVar(&force, "force", false, "remove the pool even though volumes use it: forget those volumes "+
+		"(a VM left without volumes too) and leave their images and revisions on disk; running volumes are still refused")
+	return func(e *env, args []string) error {
+		return e.withManager(func(m *pool.Manager) error {
+			err := m.RemovePoolWith(e.ctx, args[0], pool.RemovePoolOptions{Force: force})
+			if !force && errors.Is(err, storage.ErrInUse) {
+				return hintError{err, "pool remove --force forgets those volumes and leaves their images and revisions on disk"}
+			}
+			if err != nil {
+				return err
+			}
+			return e.emit(map[string]any{"pool": args[0], "removed": true}, nil)
+		})
+	}
 }
 
 func poolSet(e *env, args []string) error {
@@ -155,7 +192,11 @@ func poolSet(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		return e.emit(poolInfoOf(e, p), nil)
+		doc, err := poolInfoOf(e, m, p)
+		if err != nil {
+			return err
+		}
+		return e.emit(doc, nil)
 	})
 }
 
@@ -471,14 +512,16 @@ func vmList(e *env, _ []string) error {
 	})
 }
 
-// poolInfoOf describes p as admin.pool.Info does: its configuration, and
-// its size and usage when known.
-func poolInfoOf(e *env, p storage.Pool) poolDoc {
+// poolInfoOf describes p as admin.pool.Info does: its configuration, its
+// size and usage when known, and the pool that includes it, if any.
+func poolInfoOf(e *env, m *pool.Manager, p storage.Pool) (poolDoc, error) {
 	doc := poolDoc{Name: p.Name(), Driver: p.Driver(), Config: p.Config()}
 	if u, err := p.Usage(e.ctx); err == nil && !u.Unavailable {
 		doc.Size, doc.Usage = &u.DataSize, &u.DataUsage
 	}
-	return doc
+	var err error
+	doc.IncludedIn, err = m.IncludedIn(p.Name())
+	return doc, err
 }
 
 // vmDocOf describes VM vm: Running when any of its volumes runs.

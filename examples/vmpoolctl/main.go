@@ -4,7 +4,8 @@
 // by default $VMPOOL_STATE or /var/lib/vmpool.
 //
 //	vmpoolctl pool add NAME DRIVER key=value... [--adopt]
-//	vmpoolctl pool list | info NAME | remove NAME | drivers
+//	vmpoolctl pool list | info NAME | default | drivers
+//	vmpoolctl pool remove NAME [--force]
 //	vmpoolctl pool set NAME KEY VALUE
 //	vmpoolctl volume create POOL VID --size SIZE [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N] [--replace]
 //	vmpoolctl volume start | stop | remove | info | revisions POOL VID
@@ -26,6 +27,14 @@
 // pool of another state unless --adopt, and volume create refuses a
 // save_on_stop vid with data or revisions on disk unless --replace, which
 // deletes them (pool.Manager.AdoptPool, ReplaceVolume).
+//
+// pool remove refuses a pool that volumes use unless --force, which
+// forgets those volumes and leaves their images and revisions on disk
+// (pool.RemovePoolOptions). pool info shows included_in, the pool whose
+// directory holds the pool's dir_path, when there is one. pool default
+// prints the pool Qubes' default_pool defaults to (pool.Manager.DefaultPool)
+// from $DEFAULT_LVM_POOL; it does not probe LVM for the thin pool that
+// holds "/".
 //
 // Exit status:
 //

@@ -85,7 +85,7 @@ func TestRunUsage(t *testing.T) {
 		{nil, exitUsage, "usage: vmpoolctl"},
 		{[]string{"--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
-		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, remove, set, drivers)"},
+		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, default, remove, set, drivers)"},
 		{[]string{"pool", "nope"}, exitUsage, `pool: unknown subcommand "nope"`},
 		{[]string{"pool", "info"}, exitUsage, "pool info: wrong number of arguments (0)\nusage: vmpoolctl pool info NAME"},
 		{[]string{"pool", "list", "x"}, exitUsage, "wrong number of arguments"},
@@ -151,6 +151,9 @@ func TestRunHelp(t *testing.T) {
 		{"pool", "add", "-h", "\n  -adopt\n    \ttake over a directory recorded as a pool of another state directory"},
 		{"volume", "create", "-h", " [--revisions-to-keep N] [--replace]\n"},
 		{"volume", "create", "-h", "\n  -replace\n    \tdelete the images and revisions VID has on disk first"},
+		{"pool", "remove", "-h", "usage: vmpoolctl pool remove NAME [--force]\n\nremove a pool no volume uses (its files stay); " +
+			"--force removes one that volumes use: it forgets those volumes and leaves their images and revisions on disk\n"},
+		{"pool", "remove", "-h", "\n  -force\n    \tremove the pool even though volumes use it: forget those volumes"},
 	} {
 		r := ctl(t, t.TempDir(), tc[:3]...)
 		assert.Equal(t, exitOK, r.code, "%q", tc[:3])

@@ -28,6 +28,9 @@ type (
 		Config map[string]string `json:"config"`
 		Size   *int64            `json:"size,omitempty"`
 		Usage  *int64            `json:"usage,omitempty"`
+		// IncludedIn is the pool whose directory holds this pool's
+		// dir_path (pool.Manager.IncludedIn), omitted when none does.
+		IncludedIn string `json:"included_in,omitempty"`
 	}
 	driverDoc struct {
 		Driver     string     `json:"driver"`
@@ -141,7 +144,8 @@ func printVolumeInfo(w io.Writer, d volumeDoc) error {
 }
 
 // printPoolInfo prints name first, then the other configuration keys
-// sorted, then size and usage when known, as qvm-pool info does.
+// sorted, then size and usage when known, then included_in when a pool
+// includes it, as qvm-pool info does.
 func printPoolInfo(w io.Writer, d poolDoc) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name=%s\n", d.Name)
@@ -152,6 +156,9 @@ func printPoolInfo(w io.Writer, d poolDoc) error {
 	}
 	if d.Size != nil {
 		fmt.Fprintf(&b, "size=%d\nusage=%d\n", *d.Size, *d.Usage)
+	}
+	if d.IncludedIn != "" {
+		fmt.Fprintf(&b, "included_in=%s\n", d.IncludedIn)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
