@@ -77,6 +77,9 @@ type Manager struct {
 	closed bool
 	pools  map[string]storage.Pool
 	vms    map[string]map[string]storage.Volume // VM name → volume name → volume
+	// migrating notes the pools whose migration has its last step to do:
+	// pool name → the driver it was migrated from (see MigratePool).
+	migrating map[string]string
 
 	// saveMu serialises writes of the state file; written is the file's
 	// content as last read or written, so that an unchanged state is not
@@ -122,8 +125,9 @@ func OpenManager(ctx context.Context, dir string, opts ManagerOptions) (*Manager
 		log:      opts.Logger,
 		lock:     lock,
 		lockWait: wait,
-		pools:    make(map[string]storage.Pool),
-		vms:      make(map[string]map[string]storage.Volume),
+		pools:     make(map[string]storage.Pool),
+		vms:       make(map[string]map[string]storage.Volume),
+		migrating: make(map[string]string),
 	}
 	if err := m.load(ctx); err != nil {
 		m.closeAll()
@@ -167,6 +171,9 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 		m.pools[name] = p
 		m.track(p)
+		if ps.MigratingFrom != "" {
+			m.migrating[name] = ps.MigratingFrom
+		}
 	}
 	// A snap_on_start volume is registered after its source, so a driver
 	// may resolve the source in InitVolume.
@@ -219,6 +226,7 @@ func (m *Manager) load(ctx context.Context) error {
 			m.log.Warn().Err(err).Msg("the state file is stale and cannot be updated")
 		}
 	}
+	m.finishMigrations(ctx)
 	for vm, v := range m.allVolumes() {
 		if err := v.Verify(ctx); err != nil {
 			m.log.Warn().Err(err).Str("vm", vm).Str("vid", v.Config().VID).Msg("volume is listed in the state but its image is missing")
@@ -340,7 +348,7 @@ func (m *Manager) restoreState(data []byte) error {
 func (m *Manager) snapshot() *state {
 	st := &state{Version: stateVersion, ID: m.id, Pools: make(map[string]poolState), VMs: make(map[string]vmState)}
 	for name, p := range m.pools {
-		st.Pools[name] = poolState{Driver: p.Driver(), Params: persistentParams(p)}
+		st.Pools[name] = poolState{Driver: p.Driver(), Params: persistentParams(p), MigratingFrom: m.migrating[name]}
 	}
 	for vm, vols := range m.vms {
 		vs := vmState{Volumes: make(map[string]storage.VolumeConfig, len(vols))}

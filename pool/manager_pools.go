@@ -173,11 +173,16 @@ func (m *Manager) RemovePoolWith(ctx context.Context, name string, opts RemovePo
 		return fail(fmt.Errorf("volumes %s run; stop their VMs first: %w", strings.Join(running, ", "), storage.ErrRunning))
 	}
 	delete(m.pools, name)
+	from, migrating := m.migrating[name]
+	delete(m.migrating, name)
 	for _, u := range users {
 		m.dropVolume(u.vm, u.v.Config().Name)
 	}
 	if err := m.save(); err != nil {
 		m.pools[name] = p
+		if migrating {
+			m.migrating[name] = from
+		}
 		for _, u := range users {
 			m.addVolume(u.vm, u.v)
 		}

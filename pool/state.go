@@ -46,6 +46,10 @@ type state struct {
 type poolState struct {
 	Driver string            `json:"driver"`
 	Params map[string]string `json:"params"`
+	// MigratingFrom names the driver the pool was migrated from while the
+	// migration's last step (removing that driver's files, see
+	// Manager.MigratePool) is not done.
+	MigratingFrom string `json:"migrating_from,omitempty"`
 }
 
 // vmState is one VM: its volume configurations by volume name.
@@ -114,10 +118,32 @@ func (st *state) encode() ([]byte, error) {
 // dir, fsynced and renamed over the old one) and fsyncs dir, which renameio
 // leaves to its caller.
 func writeState(dir string, data []byte) error {
-	if err := renameio.WriteFile(filepath.Join(dir, StateFile), data, 0o600, renameio.WithTempDir(dir)); err != nil {
+	f, err := renameio.NewPendingFile(filepath.Join(dir, StateFile), renameio.WithTempDir(dir), renameio.WithPermissions(0o600))
+	if err != nil {
 		return err
 	}
+	defer f.Cleanup()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	crashPoint("state-temp-written")
+	// CloseAtomicallyReplace fsyncs the temporary file before its rename.
+	if err := f.CloseAtomicallyReplace(); err != nil {
+		return err
+	}
+	crashPoint("state-renamed")
 	return fsutil.SyncDir(dir)
+}
+
+// crashHook, set by tests only, is called at the named points of the
+// Manager's multi-step operations (a test kills its process there).
+var crashHook func(point string)
+
+// crashPoint calls crashHook, if set.
+func crashPoint(point string) {
+	if crashHook != nil {
+		crashHook(point)
+	}
 }
 
 // jsonKind names the JSON value that a Go value of kind k is read from.

@@ -160,3 +160,26 @@ type Flusher interface {
 type BackgroundCanceller interface {
 	CancelBackground()
 }
+
+// Migrator is implemented by a Pool that can take over, in place, the
+// directory or volume group that a pool of another driver used until now
+// (file-reflink takes over a file pool's tree, which Qubes documents as a
+// drop-in change). pool.Manager.MigratePool drives it: the old pool is
+// closed, this pool is opened on the same place and Setup, the volume
+// configurations are registered with InitVolume (all stopped, none
+// dirty), then MigrateFrom runs, the caller records the switch, and
+// FinishMigration runs.
+type Migrator interface {
+	// MigrateFrom converts what the old driver kept that this one can
+	// use (the file driver's revision, for file-reflink) and must leave
+	// the place usable by the old driver, so that a caller that fails or
+	// dies before recording the switch still has a working pool. It is
+	// idempotent: run again after an interruption it does not convert
+	// twice. A driver it cannot migrate from is ErrUnsupported.
+	MigrateFrom(ctx context.Context, driver string) error
+	// FinishMigration removes what only the old driver used (the file
+	// driver's *-cow.img and *-cow.img.old files), after the caller
+	// recorded the switch. It is idempotent, and harmless to skip: the
+	// leftovers do not disturb this driver.
+	FinishMigration(ctx context.Context, driver string) error
+}
