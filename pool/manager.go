@@ -121,13 +121,17 @@ func OpenManager(ctx context.Context, dir string, opts ManagerOptions) (*Manager
 		return nil, fmt.Errorf("open pool manager: %w", err)
 	}
 	m := &Manager{
-		dir:      dir,
-		log:      opts.Logger,
-		lock:     lock,
-		lockWait: wait,
+		dir:       dir,
+		log:       opts.Logger,
+		lock:      lock,
+		lockWait:  wait,
 		pools:     make(map[string]storage.Pool),
 		vms:       make(map[string]map[string]storage.Volume),
 		migrating: make(map[string]string),
+	}
+	if err := removeStateTemps(dir); err != nil {
+		m.closeAll()
+		return nil, fmt.Errorf("open pool manager %s: remove temporary state files: %w", dir, err)
 	}
 	if err := m.load(ctx); err != nil {
 		m.closeAll()

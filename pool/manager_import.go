@@ -106,3 +106,35 @@ func (r importReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ImportVolume replaces the data of volume name of VM vm with the committed
+// data of volume srcName of VM srcVM, as the Admin API's
+// admin.vm.volume.CloneFrom and CloneTo do (qvm-clone, and a VM moved to
+// another pool): the destination's ImportVolume exports the source and
+// copies it — a reflink within one file-reflink filesystem, a sparse
+// copy (holes stay holes) between pools, filesystems and drivers — then
+// commits it. The destination's size becomes the source's; the state is
+// saved. Progress of a copy is reported to the storage.ProgressFunc of
+// ctx.
+//
+// The destination VM must be stopped (ErrRunning). The source may run, as
+// in Qubes, where its committed data is what is copied; a source running
+// with snapshots disabled has no committed image apart from the running
+// one and is refused by the drivers (ErrRunning). A volume cannot import
+// itself (ErrInvalidConfig). A destination that is not save_on_stop
+// ignores the import, as Qubes' drivers do.
+func (m *Manager) ImportVolume(ctx context.Context, vm, name, srcVM, srcName string) error {
+	return m.withVolume(vm, name, "import into", func(v storage.Volume) error {
+		if srcVM == vm && srcName == name {
+			return fmt.Errorf("%w: a volume cannot import itself", storage.ErrInvalidConfig)
+		}
+		src, err := m.volume(srcVM, srcName)
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		if err := m.checkHalted(ctx, vm); err != nil {
+			return err
+		}
+		return v.ImportVolume(ctx, src)
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 
 	"github.com/google/renameio/v2"
 
@@ -133,6 +134,31 @@ func writeState(dir string, data []byte) error {
 	}
 	crashPoint("state-renamed")
 	return fsutil.SyncDir(dir)
+}
+
+// removeStateTemps removes the temporary files a writeState killed before
+// its rename left in dir (renameio names them ".state.json<digits>"); the
+// caller holds the state directory's lock.
+func removeStateTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), "."+StateFile)
+		if !ok || rest == "" || strings.Trim(rest, "0123456789") != "" || !e.Type().IsRegular() {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		removed = true
+	}
+	if removed {
+		return fsutil.SyncDir(dir)
+	}
+	return nil
 }
 
 // crashHook, set by tests only, is called at the named points of the

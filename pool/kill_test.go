@@ -1,0 +1,130 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// killEnv names the environment variable that makes the test binary a
+// child that runs one Manager operation and kills itself (SIGKILL) at a
+// crash point.
+const killEnv = "VMPOOL_POOL_KILL"
+
+// killJob is what the child does: open the Manager in State and add the
+// fake pool Pool on PoolDir, dying at Point.
+type killJob struct {
+	State, Pool, PoolDir, Point string
+}
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(killEnv); spec != "" {
+		if err := runKillJob(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		os.Exit(0) // the crash point was never reached
+	}
+	os.Exit(m.Run())
+}
+
+func runKillJob(spec string) error {
+	var job killJob
+	if err := json.Unmarshal([]byte(spec), &job); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	m, err := OpenManager(ctx, job.State, ManagerOptions{})
+	if err != nil {
+		return err
+	}
+	crashHook = func(point string) {
+		if point == job.Point {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal ends the process
+		}
+	}
+	_, err = m.AddPool(ctx, job.Pool, fakeDriverName, map[string]string{"dir_path": job.PoolDir})
+	return err
+}
+
+// killAt runs job in a child process and checks that it died by SIGKILL.
+func killAt(t *testing.T, job killJob) {
+	t.Helper()
+	spec, err := json.Marshal(job)
+	require.NoError(t, err)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), killEnv+"="+string(spec))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.True(t, errors.As(err, &exit), "the child did not fail: %v\n%s", err, out)
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "the child was not killed at %s: %v\n%s", job.Point, err, out)
+}
+
+// TestKilledStateWrite: a process killed (SIGKILL) after writing the state
+// file's temporary file but before renaming it leaves the previous state
+// file, byte for byte, and the next OpenManager reads it and removes the
+// temporary file; killed right after the rename, the new state is read.
+func TestKilledStateWrite(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
+	m, err := OpenManager(ctx, state, ManagerOptions{})
+	require.NoError(t, err)
+	_, err = m.AddPool(ctx, "first", fakeDriverName, map[string]string{"dir_path": filepath.Join(base, "first")})
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	before, err := os.ReadFile(filepath.Join(state, StateFile))
+	require.NoError(t, err)
+
+	killAt(t, killJob{State: state, Pool: "second", PoolDir: filepath.Join(base, "second"), Point: "state-temp-written"})
+	after, err := os.ReadFile(filepath.Join(state, StateFile))
+	require.NoError(t, err)
+	assert.Equal(t, string(before), string(after), "the state file is the previous one")
+	assert.Len(t, stateTemps(t, state), 1, "the killed write left its temporary file, with the new state in it")
+
+	m, err = OpenManager(ctx, state, ManagerOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"first"}, poolNames(m))
+	assert.Empty(t, stateTemps(t, state), "OpenManager removed the temporary file")
+	require.NoError(t, m.Close())
+
+	killAt(t, killJob{State: state, Pool: "second", PoolDir: filepath.Join(base, "second"), Point: "state-renamed"})
+	m, err = OpenManager(ctx, state, ManagerOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"first", "second"}, poolNames(m), "killed after the rename: the new state")
+	require.NoError(t, m.Close())
+}
+
+// stateTemps lists renameio's temporary files in the state directory.
+func stateTemps(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "."+StateFile) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func poolNames(m *Manager) []string {
+	var names []string
+	for _, p := range m.Pools() {
+		names = append(names, p.Name())
+	}
+	return names
+}
