@@ -58,6 +58,9 @@ var commands = []*command{
 			"--force removes one that volumes use: it forgets those volumes and leaves their images and revisions on disk"},
 	{name: "pool set", args: "NAME KEY VALUE", min: 3, max: 3, setup: noFlags(poolSet),
 		help: "change a pool's parameter (file-reflink: revisions_to_keep, the default of new volumes, or ephemeral_volatile)"},
+	{name: "pool migrate", args: "NAME DRIVER [key=value...]", min: 2, max: -1, setup: noFlags(poolMigrate),
+		help: "move a pool to another driver in place (file → file-reflink): every VM of it must be stopped; " +
+			"the file driver's revision is kept, its *-cow.img files are removed (key=value: the new driver's extra parameters, e.g. setup_check=no)"},
 	{name: "pool drivers", help: "list the drivers and their parameters, in order", setup: noFlags(poolDrivers)},
 
 	{name: "volume create", args: "POOL VID [--size SIZE] [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N] [--replace]",
@@ -80,6 +83,8 @@ var commands = []*command{
 		help: "grow a volume (shrink with --force, losing the data beyond SIZE)"},
 	{name: "volume import", args: "POOL VID FILE", min: 3, max: 3, setup: noFlags(volumeImport),
 		help: "replace a stopped volume's data with FILE's; its size becomes FILE's"},
+	{name: "volume import-from", args: "POOL VID SRC_POOL SRC_VID", min: 4, max: 4, setup: noFlags(volumeImportFrom),
+		help: "replace a stopped volume's data with another volume's committed data, from any pool (a reflink on one file-reflink filesystem, else a sparse copy)"},
 	{name: "volume config", args: "POOL VID KEY VALUE", min: 4, max: 4, setup: noFlags(volumeConfig),
 		help: "change a volume's revisions_to_keep (-1 disables snapshots), rw or ephemeral (yes/no), or source (a snapshot's template volume)"},
 
@@ -197,6 +202,27 @@ func poolSet(e *env, args []string) error {
 			return err
 		}
 		return e.emit(doc, nil)
+	})
+}
+
+func poolMigrate(e *env, args []string) error {
+	params, err := parseParams(args[2:])
+	if err != nil {
+		return err
+	}
+	return e.withManager(func(m *pool.Manager) error {
+		if err := m.MigratePool(e.ctx, args[0], args[1], params); err != nil {
+			return err
+		}
+		p, err := m.Pool(args[0])
+		if err != nil {
+			return err
+		}
+		doc, err := poolInfoOf(e, m, p)
+		if err != nil {
+			return err
+		}
+		return e.emit(doc, func() error { return printPoolInfo(e.stdout, doc) })
 	})
 }
 
@@ -454,6 +480,30 @@ func volumeImport(e *env, args []string) error {
 		}
 		return e.emitVolume(r.vm, v, false)
 	})(e, args)
+}
+
+func volumeImportFrom(e *env, args []string) error {
+	src, err := parseRef(args[2], args[3])
+	if err != nil {
+		return err
+	}
+	return onVolume(func(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
+		sv, err := src.volume(m)
+		if err != nil {
+			return err
+		}
+		size, err := sv.Size(e.ctx)
+		if err != nil {
+			return err
+		}
+		ctx, done := e.progress("import "+src.vid+" into "+r.vid, size)
+		err = m.ImportVolume(ctx, r.vm, r.name, src.vm, src.name)
+		done(err == nil)
+		if err != nil {
+			return err
+		}
+		return e.emitVolume(r.vm, v, false)
+	})(e, args[:2])
 }
 
 func volumeConfig(e *env, args []string) error {

@@ -7,11 +7,13 @@
 //	vmpoolctl pool list | info NAME | default | drivers
 //	vmpoolctl pool remove NAME [--force]
 //	vmpoolctl pool set NAME KEY VALUE
+//	vmpoolctl pool migrate NAME DRIVER [key=value...]
 //	vmpoolctl volume create POOL VID --size SIZE [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N] [--replace]
 //	vmpoolctl volume start | stop | remove | info | revisions POOL VID
 //	vmpoolctl volume revert POOL VID [REV]
 //	vmpoolctl volume resize POOL VID SIZE [--force]
 //	vmpoolctl volume import POOL VID FILE
+//	vmpoolctl volume import-from POOL VID SRC_POOL SRC_VID
 //	vmpoolctl volume config POOL VID KEY VALUE
 //	vmpoolctl vm start | stop VM
 //	vmpoolctl vm list
@@ -35,6 +37,14 @@
 // prints the pool Qubes' default_pool defaults to (pool.Manager.DefaultPool)
 // from $DEFAULT_LVM_POOL; it does not probe LVM for the thin pool that
 // holds "/".
+//
+// pool migrate moves a pool to another driver in place: file →
+// file-reflink, once every VM of the pool is stopped
+// (pool.Manager.MigratePool). volume import-from copies another volume's
+// committed data, from any pool, into a stopped volume
+// (pool.Manager.ImportVolume). volume info of a running volume adds, after
+// the Admin API's keys, the block device its VM gets (block_device.path,
+// .name, .rw, .devtype).
 //
 // Exit status:
 //

@@ -85,7 +85,7 @@ func TestRunUsage(t *testing.T) {
 		{nil, exitUsage, "usage: vmpoolctl"},
 		{[]string{"--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
-		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, default, remove, set, drivers)"},
+		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, default, remove, set, migrate, drivers)"},
 		{[]string{"pool", "nope"}, exitUsage, `pool: unknown subcommand "nope"`},
 		{[]string{"pool", "info"}, exitUsage, "pool info: wrong number of arguments (0)\nusage: vmpoolctl pool info NAME"},
 		{[]string{"pool", "list", "x"}, exitUsage, "wrong number of arguments"},
@@ -322,7 +322,8 @@ func TestRunSparseFallback(t *testing.T) {
 	assert.Len(t, vm.Volumes, 3)
 
 	assert.Equal(t, "pool=p\nvid=appvms/work/private\nsize=2000000\nusage=0\nrw=True\nsource=\npath="+dir+"/appvms/work/private-dirty.img\n"+
-		"save_on_stop=True\nsnap_on_start=False\nrevisions_to_keep=-1\nephemeral=False\nis_outdated=False\n",
+		"save_on_stop=True\nsnap_on_start=False\nrevisions_to_keep=-1\nephemeral=False\nis_outdated=False\n"+
+		"block_device.path="+dir+"/appvms/work/private-dirty.img\nblock_device.name=private\nblock_device.rw=True\nblock_device.devtype=disk\n",
 		ok(t, state, "volume", "info", "p", "appvms/work/private"))
 	r := ctl(t, state, "volume", "remove", "p", "appvms/work/volatile")
 	assert.Equal(t, exitFailed, r.code, "a running volume is not removed")

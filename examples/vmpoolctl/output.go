@@ -59,6 +59,17 @@ type (
 		Ephemeral       bool   `json:"ephemeral"`
 		IsOutdated      bool   `json:"is_outdated"`
 		Running         bool   `json:"running"`
+		// BlockDevice is what a running volume gives its VM (libvirt's
+		// <disk>), omitted while it is stopped.
+		BlockDevice *blockDeviceDoc `json:"block_device,omitempty"`
+	}
+	blockDeviceDoc struct {
+		Path    string `json:"path"`
+		Name    string `json:"name"`
+		RW      bool   `json:"rw"`
+		DevType string `json:"devtype"`
+		Domain  string `json:"domain,omitempty"`
+		Script  string `json:"script,omitempty"`
 	}
 	revisionDoc struct {
 		ID        string `json:"id"`
@@ -122,8 +133,12 @@ func volumeDocOf(ctx context.Context, vm string, v storage.Volume) (volumeDoc, e
 	if doc.IsOutdated, err = v.IsOutdated(ctx); err != nil {
 		return doc, err
 	}
-	doc.Running, err = v.IsRunning(ctx)
-	return doc, err
+	if doc.Running, err = v.IsRunning(ctx); err != nil || !doc.Running {
+		return doc, err
+	}
+	bd := v.BlockDevice()
+	doc.BlockDevice = &blockDeviceDoc{Path: bd.Path, Name: bd.Name, RW: bd.RW, DevType: bd.DevType, Domain: bd.Domain, Script: bd.Script}
+	return doc, nil
 }
 
 // pyBool formats a boolean as the Admin API does.
@@ -140,6 +155,19 @@ func printVolumeInfo(w io.Writer, d volumeDoc) error {
 	_, err := fmt.Fprintf(w, "pool=%s\nvid=%s\nsize=%d\nusage=%d\nrw=%s\nsource=%s\npath=%s\nsave_on_stop=%s\nsnap_on_start=%s\nrevisions_to_keep=%d\nephemeral=%s\nis_outdated=%s\n",
 		d.Pool, d.VID, d.Size, d.Usage, pyBool(d.RW), d.Source, d.Path, pyBool(d.SaveOnStop),
 		pyBool(d.SnapOnStart), d.RevisionsToKeep, pyBool(d.Ephemeral), pyBool(d.IsOutdated))
+	if err != nil || d.BlockDevice == nil {
+		return err
+	}
+	// Not in the Admin API's answer: the device the running VM has.
+	bd := d.BlockDevice
+	_, err = fmt.Fprintf(w, "block_device.path=%s\nblock_device.name=%s\nblock_device.rw=%s\nblock_device.devtype=%s\n",
+		bd.Path, bd.Name, pyBool(bd.RW), bd.DevType)
+	if err == nil && bd.Domain != "" {
+		_, err = fmt.Fprintf(w, "block_device.domain=%s\n", bd.Domain)
+	}
+	if err == nil && bd.Script != "" {
+		_, err = fmt.Fprintf(w, "block_device.script=%s\n", bd.Script)
+	}
 	return err
 }
 
