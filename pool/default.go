@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -89,4 +91,46 @@ func (m *Manager) DefaultPool(in DefaultPoolInputs) (storage.Pool, error) {
 	}
 	return nil, fmt.Errorf("cannot determine default storage pool (no pool named default, no lvm_thin pool of DEFAULT_LVM_POOL "+
 		"or of the root filesystem, no file or file-reflink pool at %s); add a pool named default: %w", varLibQubes, storage.ErrNotFound)
+}
+
+// VarLibQubes is the name of the pool Qubes creates for its base
+// directory, /var/lib/qubes.
+const VarLibQubes = "varlibqubes"
+
+// InitialPoolsOptions modify AddInitialPools.
+type InitialPoolsOptions struct {
+	// BaseDir is the dir_path of varlibqubes, Qubes' qubes_base_dir; ""
+	// means /var/lib/qubes.
+	BaseDir string
+	// Driver is varlibqubes' driver; "" means "file". Only a caller that
+	// asks for it gets "file-reflink" (see below).
+	Driver string
+	// Params are further parameters of the pool (file-reflink:
+	// setup_check).
+	Params map[string]string
+}
+
+// AddInitialPools adds the pools Qubes creates in an empty qubes.xml
+// (Qubes.load_initial_values): varlibqubes at /var/lib/qubes. It is
+// created with the file driver even where the filesystem takes reflinks
+// (btrfs, XFS), as the seed of Qubes' file-reflink driver did: vmpool
+// never picks file-reflink by itself, while Qubes since 2018 silently
+// does when reflink.is_supported holds; pass Driver "file-reflink" for
+// that, or move the pool later with MigratePool. Qubes' linux-kernel pool
+// (driver linux-kernel, /var/lib/qubes/vm-kernels) has no vmpool driver
+// and is not created. A Manager that holds a pool already is ErrExists,
+// as Qubes refuses to create a store over an existing qubes.xml; the
+// rest is AddPool's.
+func (m *Manager) AddInitialPools(ctx context.Context, opts InitialPoolsOptions) (storage.Pool, error) {
+	dir := cmp.Or(opts.BaseDir, varLibQubes)
+	driver := cmp.Or(opts.Driver, "file")
+	params := maps.Clone(opts.Params)
+	if params == nil {
+		params = make(map[string]string)
+	}
+	if _, ok := params["dir_path"]; ok {
+		return nil, fmt.Errorf("add the initial pools: %w: dir_path is InitialPoolsOptions.BaseDir", storage.ErrInvalidConfig)
+	}
+	params["dir_path"] = dir
+	return m.addPool(ctx, VarLibQubes, driver, params, addOptions{first: true})
 }

@@ -378,3 +378,32 @@ func dirFiles(t *testing.T, dir string) map[string]string {
 	}))
 	return files
 }
+
+// TestAddInitialPools: varlibqubes is created with the file driver at the
+// base directory unless another driver is asked for; a state with pools
+// is refused and unchanged. (internal/integration proves it on btrfs with
+// the real drivers.)
+func TestAddInitialPools(t *testing.T) {
+	ctx := t.Context()
+	m, err := pool.OpenManager(ctx, filepath.Join(t.TempDir(), "state"), pool.ManagerOptions{})
+	require.NoError(t, err)
+	defer m.Close()
+	p, err := m.AddInitialPools(ctx, pool.InitialPoolsOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "varlibqubes", p.Name())
+	assert.Equal(t, "file", p.Driver())
+	assert.Equal(t, "/var/lib/qubes", p.Config()["dir_path"])
+	_, err = m.AddInitialPools(ctx, pool.InitialPoolsOptions{BaseDir: t.TempDir()})
+	assert.ErrorIs(t, err, storage.ErrExists)
+	assert.Len(t, m.Pools(), 1)
+
+	m2, err := pool.OpenManager(ctx, filepath.Join(t.TempDir(), "state"), pool.ManagerOptions{})
+	require.NoError(t, err)
+	defer m2.Close()
+	_, err = m2.AddInitialPools(ctx, pool.InitialPoolsOptions{BaseDir: "/x", Params: map[string]string{"dir_path": "/y"}})
+	assert.ErrorIs(t, err, storage.ErrInvalidConfig)
+	p, err = m2.AddInitialPools(ctx, pool.InitialPoolsOptions{BaseDir: "/srv/qubes", Driver: "lvm_thin"})
+	require.NoError(t, err)
+	assert.Equal(t, "lvm_thin", p.Driver(), "another driver only when asked")
+	assert.Equal(t, "/srv/qubes", p.Config()["dir_path"])
+}

@@ -24,7 +24,7 @@ import (
 // directory of a pool this Manager holds (the same path, a symlink to it)
 // or its state directory is ErrExists at once.
 func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
-	return m.addPool(ctx, name, driver, params, false)
+	return m.addPool(ctx, name, driver, params, addOptions{})
 }
 
 // AdoptPool is AddPool for a directory that records another owner (the
@@ -33,14 +33,21 @@ func (m *Manager) AddPool(ctx context.Context, name, driver string, params map[s
 // other state's volumes are not taken over; CreateVolume still refuses to
 // replace their data.
 func (m *Manager) AdoptPool(ctx context.Context, name, driver string, params map[string]string) (storage.Pool, error) {
-	return m.addPool(ctx, name, driver, params, true)
+	return m.addPool(ctx, name, driver, params, addOptions{adopt: true})
 }
 
-func (m *Manager) addPool(ctx context.Context, name, driver string, params map[string]string, adopt bool) (storage.Pool, error) {
+// addOptions modify addPool: adopt takes over a directory of another
+// owner; first refuses a state that has pools already (ErrExists).
+type addOptions struct{ adopt, first bool }
+
+func (m *Manager) addPool(ctx context.Context, name, driver string, params map[string]string, opts addOptions) (storage.Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(); err != nil {
 		return nil, err
+	}
+	if opts.first && len(m.pools) > 0 {
+		return nil, fmt.Errorf("add pool %s: the state has pools already: %w", name, storage.ErrExists)
 	}
 	if err := storage.ValidatePoolName(name); err != nil {
 		return nil, fmt.Errorf("add pool: %w", err)
@@ -68,7 +75,7 @@ func (m *Manager) addPool(ctx context.Context, name, driver string, params map[s
 		}
 		return nil, fmt.Errorf("add pool %s: %w", name, err)
 	}
-	p, err := m.openPool(ctx, name, driver, params, adopt)
+	p, err := m.openPool(ctx, name, driver, params, opts.adopt)
 	if err != nil {
 		return fail(err)
 	}
