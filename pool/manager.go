@@ -20,6 +20,7 @@ import (
 
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/storage"
+	"github.com/vmpool/vmpool/storage/ephemeral"
 )
 
 // ManagerOptions configure a Manager.
@@ -34,6 +35,11 @@ type ManagerOptions struct {
 	// holder). Zero means DefaultLockWait. A lock this process holds
 	// already is refused at once.
 	LockWait time.Duration
+	// Encryptor makes the dm-crypt mappings of ephemeral volumes when
+	// StartVM starts them (storage.NewVMSet); nil means
+	// ephemeral.Cryptsetup{}, cryptsetup as Qubes runs it. An ephemeral
+	// volume never runs unencrypted.
+	Encryptor storage.Encryptor
 }
 
 // ErrNotSaved is wrapped by the error of a Manager method whose operation
@@ -70,6 +76,7 @@ type Manager struct {
 	log      zerolog.Logger
 	lock     *fsutil.Lock
 	lockWait time.Duration
+	enc      storage.Encryptor
 
 	// mu guards closed, pools and vms: held exclusively to add or remove
 	// a pool or volume, shared to use one. It is taken before saveMu.
@@ -125,9 +132,13 @@ func OpenManager(ctx context.Context, dir string, opts ManagerOptions) (*Manager
 		log:       opts.Logger,
 		lock:      lock,
 		lockWait:  wait,
+		enc:       opts.Encryptor,
 		pools:     make(map[string]storage.Pool),
 		vms:       make(map[string]map[string]storage.Volume),
 		migrating: make(map[string]string),
+	}
+	if m.enc == nil {
+		m.enc = ephemeral.Cryptsetup{}
 	}
 	if err := removeStateTemps(dir); err != nil {
 		m.closeAll()

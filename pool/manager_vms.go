@@ -19,7 +19,9 @@ func (m *Manager) VMs() []string {
 }
 
 // VMVolumes returns the volumes of VM vm, sorted by name, as a
-// storage.Set; an unknown VM is ErrNotFound.
+// storage.Set that encrypts its ephemeral volumes (storage.NewVMSet, with
+// ManagerOptions.Encryptor); its BlockDevices are what the VM gets. An
+// unknown VM is ErrNotFound.
 func (m *Manager) VMVolumes(vm string) (*storage.Set, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -39,7 +41,7 @@ func (m *Manager) vmVolumes(vm string) (*storage.Set, error) {
 	for _, name := range slices.Sorted(maps.Keys(vols)) {
 		set = append(set, vols[name])
 	}
-	return storage.NewSet(set...), nil
+	return storage.NewVMSet(vm, m.enc, set...), nil
 }
 
 // StartVM starts all volumes of VM vm through storage.Set: verified, then

@@ -83,6 +83,13 @@ func TestReconfigurePersists(t *testing.T) {
 	assert.Equal(t, "True", p.Config()["ephemeral_volatile"])
 	require.NoError(t, m.StartVM(ctx, "work"))
 	assert.Equal(t, block(0x22), readDevice(t, vol(t, m, "work", "root")), "the root starts from the new template")
+	set, err := m.VMVolumes("work")
+	require.NoError(t, err)
+	var paths []string
+	for _, bd := range set.BlockDevices() {
+		paths = append(paths, bd.Path)
+	}
+	assert.Contains(t, paths, "/dev/mapper/vm-volatile-work-crypt@volatile", "the ephemeral volatile volume runs encrypted")
 	require.NoError(t, m.StopVM(ctx, "work"))
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -30,7 +31,7 @@ func keep(n int) *int { return &n }
 // filesystem, no root needed).
 func reflinkManager(t *testing.T, stateDir, poolDir string) *pool.Manager {
 	t.Helper()
-	m, err := pool.OpenManager(t.Context(), stateDir, pool.ManagerOptions{})
+	m, err := pool.OpenManager(t.Context(), stateDir, pool.ManagerOptions{Encryptor: &recordingEncryptor{}})
 	require.NoError(t, err)
 	// A test that fails half-way still closes it, before its filesystem
 	// is unmounted (cleanups run last first).
@@ -44,6 +45,30 @@ func reflinkManager(t *testing.T, stateDir, poolDir string) *pool.Manager {
 		require.NoError(t, err)
 	}
 	return m
+}
+
+// recordingEncryptor stands in for cryptsetup, which needs dm-crypt (the
+// real one runs in the VM tests): it records the mappings it holds.
+type recordingEncryptor struct {
+	mu   sync.Mutex
+	open map[string]string // name → device
+}
+
+func (e *recordingEncryptor) Open(_ context.Context, device, name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.open == nil {
+		e.open = map[string]string{}
+	}
+	e.open[name] = device
+	return nil
+}
+
+func (e *recordingEncryptor) Close(_ context.Context, name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.open, name)
+	return nil
 }
 
 // createWork creates the volumes of an AppVM "work" in pool p: private

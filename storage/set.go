@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -11,11 +12,92 @@ import (
 // Qubes' Storage does for a domain.
 type Set struct {
 	volumes []Volume
+	vm      string    // the VM, for the names of encrypted mappings
+	enc     Encryptor // nil: ephemeral volumes are not encrypted
 }
 
-// NewSet returns a Set of the given volumes.
+// NewSet returns a Set of the given volumes that does not encrypt
+// ephemeral volumes (a caller that starts VMs uses NewVMSet).
 func NewSet(volumes ...Volume) *Set {
 	return &Set{volumes: append([]Volume(nil), volumes...)}
+}
+
+// NewVMSet returns the Set of the volumes of VM vm that runs each
+// ephemeral volume (Volume.Ephemeral) behind a plain dm-crypt mapping
+// with a key nobody keeps, made by enc, as Qubes' Storage does
+// (start_encrypted): Start starts the volume, then enc opens the mapping
+// over its block device and zeroes its first 64 KiB; the VM gets the
+// mapping (BlockDevices); Stop closes the mapping of every volume that
+// has one, ephemeral or no longer, before stopping it. The mapping's name
+// is EncryptedName. A nil enc is NewSet.
+func NewVMSet(vm string, enc Encryptor, volumes ...Volume) *Set {
+	s := NewSet(volumes...)
+	s.vm, s.enc = vm, enc
+	return s
+}
+
+// Encryptor makes and removes the dm-crypt mappings of ephemeral volumes
+// (package storage/ephemeral has the one that runs cryptsetup).
+type Encryptor interface {
+	// Open maps the block device at device as /dev/mapper/name with
+	// plain dm-crypt (aes-xts-plain64) and a random key read from
+	// /dev/urandom and never stored, closing a stale mapping of that name
+	// first, and zeroes the first 64 KiB of the mapping (whatever the
+	// image held reads as noise, not as a filesystem).
+	Open(ctx context.Context, device, name string) error
+	// Close removes the mapping /dev/mapper/name; a missing one is fine.
+	Close(ctx context.Context, name string) error
+}
+
+// EncryptedNamer is implemented by a Volume whose driver names its
+// encrypted mapping itself (Qubes' lvm_thin overrides
+// encrypted_volume_path with its LV's name).
+type EncryptedNamer interface {
+	// EncryptedName returns the name of the volume's mapping under
+	// /dev/mapper when it runs for VM vm.
+	EncryptedName(vm string) string
+}
+
+// EncryptedName returns the name, under /dev/mapper, of the encrypted
+// mapping of volume v when it runs for VM vm: the volume's own
+// (EncryptedNamer), else Qubes' encrypted_volume_path,
+// "vm-volatile-<vm>-crypt@<volume>", where the VM's name has "_" written
+// "_u" and "-" written "_d" (so that it cannot collide with the names of
+// LVM or LUKS).
+func EncryptedName(v Volume, vm string) string {
+	if n, ok := v.(EncryptedNamer); ok {
+		return n.EncryptedName(vm)
+	}
+	esc := strings.NewReplacer("_", "_u", "-", "_d").Replace(vm)
+	return "vm-volatile-" + esc + "-crypt@" + v.Config().Name
+}
+
+// BlockDevices returns what the VM gets for each volume, in the Set's
+// order: the volume's BlockDevice, or for an ephemeral volume of a Set
+// made by NewVMSet its encrypted mapping (Qubes' make_encrypted_device).
+func (s *Set) BlockDevices() []BlockDevice {
+	out := make([]BlockDevice, 0, len(s.volumes))
+	for _, v := range s.volumes {
+		bd := v.BlockDevice()
+		if s.encrypts(v) {
+			bd = BlockDevice{Path: "/dev/mapper/" + EncryptedName(v, s.vm), Name: bd.Name, RW: bd.RW, DevType: "disk"}
+		}
+		out = append(out, bd)
+	}
+	return out
+}
+
+// encrypts tells whether Start runs v behind an encrypted mapping.
+func (s *Set) encrypts(v Volume) bool { return s.enc != nil && v.Ephemeral() }
+
+// mappingName returns v's mapping name, refusing one that would not be a
+// single name under /dev/mapper.
+func (s *Set) mappingName(v Volume) (string, error) {
+	name := EncryptedName(v, s.vm)
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", fmt.Errorf("%w: %q is not a device-mapper name", ErrInvalidConfig, name)
+	}
+	return name, nil
 }
 
 // Volumes returns the volumes of the set.
@@ -46,11 +128,26 @@ func (s *Set) Start(ctx context.Context) error {
 		wasDirty[i] = dirty
 	}
 	started := make([]bool, len(s.volumes))
+	opened := make([]string, len(s.volumes)) // the mapping names Start opened
 	err := s.eachIndex(ctx, func(ctx context.Context, i int, v Volume) error {
+		name := ""
+		if s.encrypts(v) {
+			var err error
+			if name, err = s.mappingName(v); err != nil {
+				return fmt.Errorf("start %s: %w", v.Config().VID, err)
+			}
+		}
 		if err := v.Start(ctx); err != nil {
 			return err
 		}
 		started[i] = true
+		if name == "" {
+			return nil
+		}
+		if err := s.enc.Open(ctx, v.BlockDevice().Path, name); err != nil {
+			return fmt.Errorf("start %s: encrypt: %w", v.Config().VID, err)
+		}
+		opened[i] = name
 		return nil
 	})
 	if err == nil {
@@ -61,6 +158,12 @@ func (s *Set) Start(ctx context.Context) error {
 	rollback := context.WithoutCancel(ctx)
 	var errs []error
 	for i, v := range s.volumes {
+		if opened[i] != "" {
+			if cerr := s.enc.Close(rollback, opened[i]); cerr != nil {
+				errs = append(errs, fmt.Errorf("roll back %s: close its encrypted mapping: %w", v.Config().VID, cerr))
+				continue // a volume under an open mapping is not aborted
+			}
+		}
 		if started[i] && !wasDirty[i] {
 			if aerr := v.Abort(rollback); aerr != nil {
 				errs = append(errs, fmt.Errorf("roll back %s: %w", v.Config().VID, aerr))
@@ -70,9 +173,23 @@ func (s *Set) Start(ctx context.Context) error {
 	return errors.Join(append([]error{err}, errs...)...)
 }
 
-// Stop stops all volumes concurrently and returns all failures joined.
+// Stop stops all volumes concurrently and returns all failures joined. A
+// Set made by NewVMSet first closes each volume's encrypted mapping, if
+// it has one (ephemeral or not: the flag may have changed while it ran);
+// a volume whose mapping does not close is not stopped.
 func (s *Set) Stop(ctx context.Context) error {
-	return s.each(ctx, func(ctx context.Context, v Volume) error { return v.Stop(ctx) })
+	return s.each(ctx, func(ctx context.Context, v Volume) error {
+		if s.enc != nil {
+			name, err := s.mappingName(v)
+			if err != nil {
+				return fmt.Errorf("stop %s: %w", v.Config().VID, err)
+			}
+			if err := s.enc.Close(ctx, name); err != nil {
+				return fmt.Errorf("stop %s: close its encrypted mapping: %w", v.Config().VID, err)
+			}
+		}
+		return v.Stop(ctx)
+	})
 }
 
 func (s *Set) each(ctx context.Context, fn func(context.Context, Volume) error) error {

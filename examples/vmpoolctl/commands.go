@@ -12,6 +12,7 @@ import (
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/storage"
+	"github.com/vmpool/vmpool/storage/ephemeral"
 )
 
 // command is one vmpoolctl command.
@@ -375,14 +376,14 @@ func onVolume(fn volumeFunc) runFunc {
 }
 
 func volumeStart(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
-	if err := saved(storage.NewSet(v).Start(e.ctx), m.Save(context.WithoutCancel(e.ctx))); err != nil {
+	if err := saved(storage.NewVMSet(r.vm, ephemeral.Cryptsetup{}, v).Start(e.ctx), m.Save(context.WithoutCancel(e.ctx))); err != nil {
 		return err
 	}
 	return e.emitVolume(r.vm, v, false)
 }
 
 func volumeStop(e *env, m *pool.Manager, r volumeRef, v storage.Volume) error {
-	if err := saved(v.Stop(e.ctx), m.Save(context.WithoutCancel(e.ctx))); err != nil {
+	if err := saved(storage.NewVMSet(r.vm, ephemeral.Cryptsetup{}, v).Stop(e.ctx), m.Save(context.WithoutCancel(e.ctx))); err != nil {
 		return err
 	}
 	return e.emitVolume(r.vm, v, false)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmpool/vmpool/storage"
+	"github.com/vmpool/vmpool/storage/ephemeral"
 )
 
 // The JSON documents the commands print with --json.
@@ -136,7 +137,7 @@ func volumeDocOf(ctx context.Context, vm string, v storage.Volume) (volumeDoc, e
 	if doc.Running, err = v.IsRunning(ctx); err != nil || !doc.Running {
 		return doc, err
 	}
-	bd := v.BlockDevice()
+	bd := storage.NewVMSet(vm, ephemeral.Cryptsetup{}, v).BlockDevices()[0] // an ephemeral volume's mapping
 	doc.BlockDevice = &blockDeviceDoc{Path: bd.Path, Name: bd.Name, RW: bd.RW, DevType: bd.DevType, Domain: bd.Domain, Script: bd.Script}
 	return doc, nil
 }
