@@ -21,10 +21,11 @@ import (
 // crash point.
 const killEnv = "VMPOOL_POOL_KILL"
 
-// killJob is what the child does: open the Manager in State and add the
-// fake pool Pool on PoolDir, dying at Point.
+// killJob is what the child does: open the Manager in State and, by Op,
+// add the fake pool Pool on PoolDir ("add") or migrate Pool to the target
+// driver ("migrate"), dying at Point.
 type killJob struct {
-	State, Pool, PoolDir, Point string
+	State, Op, Pool, PoolDir, Point string
 }
 
 func TestMain(m *testing.M) {
@@ -54,7 +55,14 @@ func runKillJob(spec string) error {
 			select {} // the signal ends the process
 		}
 	}
-	_, err = m.AddPool(ctx, job.Pool, fakeDriverName, map[string]string{"dir_path": job.PoolDir})
+	switch job.Op {
+	case "add":
+		_, err = m.AddPool(ctx, job.Pool, fakeDriverName, map[string]string{"dir_path": job.PoolDir})
+	case "migrate":
+		err = m.MigratePool(ctx, job.Pool, targetDriverName, nil)
+	default:
+		err = fmt.Errorf("unknown op %q", job.Op)
+	}
 	return err
 }
 
@@ -88,7 +96,7 @@ func TestKilledStateWrite(t *testing.T) {
 	before, err := os.ReadFile(filepath.Join(state, StateFile))
 	require.NoError(t, err)
 
-	killAt(t, killJob{State: state, Pool: "second", PoolDir: filepath.Join(base, "second"), Point: "state-temp-written"})
+	killAt(t, killJob{State: state, Op: "add", Pool: "second", PoolDir: filepath.Join(base, "second"), Point: "state-temp-written"})
 	after, err := os.ReadFile(filepath.Join(state, StateFile))
 	require.NoError(t, err)
 	assert.Equal(t, string(before), string(after), "the state file is the previous one")
@@ -100,7 +108,7 @@ func TestKilledStateWrite(t *testing.T) {
 	assert.Empty(t, stateTemps(t, state), "OpenManager removed the temporary file")
 	require.NoError(t, m.Close())
 
-	killAt(t, killJob{State: state, Pool: "second", PoolDir: filepath.Join(base, "second"), Point: "state-renamed"})
+	killAt(t, killJob{State: state, Op: "add", Pool: "second", PoolDir: filepath.Join(base, "second"), Point: "state-renamed"})
 	m, err = OpenManager(ctx, state, ManagerOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"first", "second"}, poolNames(m), "killed after the rename: the new state")

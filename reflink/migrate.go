@@ -27,6 +27,10 @@ const (
 	fileOldSuffix = "-cow.img.old"
 )
 
+// fileRunDir is where vmpool's file driver keeps a marker per running
+// volume; empty once every volume stopped, as MigratePool requires.
+const fileRunDir = ".vmpool-running"
+
 // MigrateFrom implements storage.Migrator for pools of the file driver,
 // whose tree is file-reflink's (NAME.img is the committed image in both).
 // The file driver's one revision, NAME-cow.img.old, is a dm-snapshot
@@ -183,8 +187,9 @@ func statCtime(st os.FileInfo) time.Time {
 // FinishMigration implements storage.Migrator: it removes every
 // NAME-cow.img and NAME-cow.img.old of the tree (the file driver's
 // exception stores, which Qubes' manual migration deletes too), in every
-// VM directory, registered or not. Only regular files are removed; a
-// symlink of such a name is ErrUnsafePath.
+// VM directory, registered or not, and the file driver's empty directory
+// of running markers. Only regular files are removed; a symlink of such a
+// name is ErrUnsafePath.
 func (p *reflinkPool) FinishMigration(ctx context.Context, driver string) error {
 	if driver != fileDriver {
 		return &storage.Error{Op: "finish migration", Pool: p.name,
@@ -199,6 +204,10 @@ func (p *reflinkPool) FinishMigration(ctx context.Context, driver string) error 
 			return &storage.Error{Op: "finish migration", Pool: p.name, Err: err}
 		}
 	}
+	if err := checkDirs(filepath.Join(p.dir, fileRunDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return &storage.Error{Op: "finish migration", Pool: p.name, Err: err}
+	}
+	p.removeEmptyDir(filepath.Join(p.dir, fileRunDir))
 	return nil
 }
 

@@ -57,6 +57,7 @@ func writeFileTree(t *testing.T, dir string) *fileTree {
 	write("appvms/a/private-cow.img.old", dmsnap.Encode(dmsnap.QubesChunkSectors, old, []uint64{3, 0, 7}))
 	write("vm-templates/t/root.img", bytes.Repeat([]byte("T"), 4*fileChunk))
 	write("vm-templates/t/root-cow.img", empty)
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, ".vmpool-running"), 0o755))
 	// A stale store of a VM the state does not list: removed too.
 	write("appvms/gone/private-cow.img.old", empty)
 	one := 1
@@ -118,6 +119,7 @@ func testMigrateFromFile(t *testing.T, dir string, params map[string]string) {
 	require.NoError(t, tp.FinishMigration(ctx, "file"))
 	for _, f := range tp.tree(t) {
 		assert.NotContains(t, f, "-cow.img", "stores are gone")
+		assert.NotContains(t, f, ".vmpool-running", "the file driver's run directory is gone")
 	}
 	require.NoError(t, tp.FinishMigration(ctx, "file"), "idempotent")
 
