@@ -3,17 +3,15 @@ package pool
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vmpool/vmpool/internal/testenv"
 )
 
 // killEnv names the environment variable that makes the test binary a
@@ -51,8 +49,7 @@ func runKillJob(spec string) error {
 	}
 	crashHook = func(point string) {
 		if point == job.Point {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal ends the process
+			testenv.KillSelf()
 		}
 	}
 	switch job.Op {
@@ -71,13 +68,7 @@ func killAt(t *testing.T, job killJob) {
 	t.Helper()
 	spec, err := json.Marshal(job)
 	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), killEnv+"="+string(spec))
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.True(t, errors.As(err, &exit), "the child did not fail: %v\n%s", err, out)
-	ws, ok := exit.Sys().(syscall.WaitStatus)
-	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "the child was not killed at %s: %v\n%s", job.Point, err, out)
+	testenv.RunKilled(t, "at "+job.Point, killEnv+"="+string(spec))
 }
 
 // TestKilledStateWrite: a process killed (SIGKILL) after writing the state

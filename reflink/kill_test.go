@@ -3,18 +3,16 @@ package reflink
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vmpool/vmpool/internal/testenv"
 	"github.com/vmpool/vmpool/storage"
 )
 
@@ -56,8 +54,7 @@ func runKillJob(spec string) error {
 	p := sp.(*reflinkPool)
 	p.crashHook = func(point string) {
 		if point == job.Point {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal ends the process
+			testenv.KillSelf()
 		}
 	}
 	v, err := p.InitVolume(job.Config)
@@ -89,13 +86,7 @@ func killAt(t *testing.T, job killJob) {
 	t.Helper()
 	spec, err := json.Marshal(job)
 	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), killEnv+"="+string(spec))
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.True(t, errors.As(err, &exit), "the child did not fail: %v\n%s", err, out)
-	ws, ok := exit.Sys().(syscall.WaitStatus)
-	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "the child was not killed at %s: %v\n%s", job.Point, err, out)
+	testenv.RunKilled(t, "at "+job.Point, killEnv+"="+string(spec))
 }
 
 // TestKilledRevertRetried: a revert killed (a real process, SIGKILL)

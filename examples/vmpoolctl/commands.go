@@ -138,17 +138,7 @@ func poolList(e *env, _ []string) error {
 }
 
 func poolInfo(e *env, args []string) error {
-	return e.withManager(func(m *pool.Manager) error {
-		p, err := m.Pool(args[0])
-		if err != nil {
-			return err
-		}
-		info, err := poolInfoOf(e, m, p)
-		if err != nil {
-			return err
-		}
-		return e.emit(info, func() error { return printPoolInfo(e.stdout, info) })
-	})
+	return e.withManager(func(m *pool.Manager) error { return emitPool(e, m, args[0], true) })
 }
 
 // poolDefault prints the pool Manager.DefaultPool chooses. Of the host's
@@ -194,16 +184,25 @@ func poolSet(e *env, args []string) error {
 		if !e.json {
 			return nil
 		}
-		p, err := m.Pool(args[0])
-		if err != nil {
-			return err
-		}
-		doc, err := poolInfoOf(e, m, p)
-		if err != nil {
-			return err
-		}
-		return e.emit(doc, nil)
+		return emitPool(e, m, args[0], false)
 	})
+}
+
+// emitPool prints pool name's information, as pool info does with human
+// set, else only with --json.
+func emitPool(e *env, m *pool.Manager, name string, human bool) error {
+	p, err := m.Pool(name)
+	if err != nil {
+		return err
+	}
+	doc, err := poolInfoOf(e, m, p)
+	if err != nil {
+		return err
+	}
+	if !human {
+		return e.emit(doc, nil)
+	}
+	return e.emit(doc, func() error { return printPoolInfo(e.stdout, doc) })
 }
 
 func poolMigrate(e *env, args []string) error {
@@ -215,15 +214,7 @@ func poolMigrate(e *env, args []string) error {
 		if err := m.MigratePool(e.ctx, args[0], args[1], params); err != nil {
 			return err
 		}
-		p, err := m.Pool(args[0])
-		if err != nil {
-			return err
-		}
-		doc, err := poolInfoOf(e, m, p)
-		if err != nil {
-			return err
-		}
-		return e.emit(doc, func() error { return printPoolInfo(e.stdout, doc) })
+		return emitPool(e, m, args[0], true)
 	})
 }
 
