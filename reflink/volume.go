@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vmpool/vmpool/internal/filepool"
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -117,50 +118,11 @@ func (v *volume) checkPaths() error {
 
 // checkDirs returns storage.ErrUnsafePath for a path that exists and is
 // not a directory (a symlink to one included).
-func checkDirs(paths ...string) error { return checkKind(fs.FileMode.IsDir, "a directory", paths) }
+func checkDirs(paths ...string) error { return filepool.CheckDirs(paths...) }
 
 // checkFiles returns storage.ErrUnsafePath for a path that exists and is
 // not a regular file.
-func checkFiles(paths ...string) error {
-	return checkKind(fs.FileMode.IsRegular, "a regular file", paths)
-}
-
-// checkKind returns storage.ErrUnsafePath for the first of paths that
-// exists (as itself: symlinks are not followed) and whose mode is not ok.
-func checkKind(ok func(fs.FileMode) bool, want string, paths []string) error {
-	for _, path := range paths {
-		st, err := os.Lstat(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if !ok(st.Mode()) {
-			return fmt.Errorf("%s is a %s, not %s: %w", path, fileKind(st.Mode()), want, storage.ErrUnsafePath)
-		}
-	}
-	return nil
-}
-
-// fileKind names the type of a file mode for an error message.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeSymlink != 0:
-		return "symlink"
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	case m&fs.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m.IsRegular():
-		return "regular file"
-	}
-	return "special file"
-}
+func checkFiles(paths ...string) error { return filepool.CheckFiles(paths...) }
 
 func (v *volume) wrap(op string, err error) error {
 	if err == nil {
