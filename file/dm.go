@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vmpool/vmpool/storage"
 )
@@ -61,8 +62,13 @@ func (e *CommandError) Error() string {
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // dmLayer runs losetup, dmsetup and blockdev, doing what Qubes'
-// create-snapshot and destroy-snapshot scripts do.
+// create-snapshot and destroy-snapshot scripts do. Its operations are
+// serialised process-wide (dmMu), as Qubes' file.py serialises its
+// scripts: finding a free loop device and checking which devices exist
+// must not interleave.
 type dmLayer struct{}
+
+var dmMu sync.Mutex
 
 // run runs a command with LC_ALL=C and returns its stdout.
 func run(ctx context.Context, name string, args ...string) (string, error) {
@@ -122,12 +128,26 @@ func createSnapshot(ctx context.Context, dev, base, cow string) error {
 	if err != nil {
 		return err
 	}
-	table := fmt.Sprintf("0 %s snapshot %s %s P %d", sz, base, cow, chunkSectors)
-	_, err = run(ctx, "dmsetup", "create", strings.TrimPrefix(dev, mapperDir), "--table", table)
+	return dmCreate(ctx, strings.TrimPrefix(dev, mapperDir), fmt.Sprintf("0 %s snapshot %s %s P %d", sz, base, cow, chunkSectors))
+}
+
+// dmCreate makes dm device name with table. The node in /dev/mapper is
+// made sure of with dmsetup mknodes, for a system without udev (where
+// dmsetup makes none).
+func dmCreate(ctx context.Context, name, table string) error {
+	if _, err := run(ctx, "dmsetup", "create", name, "--table", table); err != nil {
+		return err
+	}
+	if isBlock(mapperDir + name) {
+		return nil
+	}
+	_, err := run(ctx, "dmsetup", "mknodes", "--", name)
 	return err
 }
 
 func (dmLayer) setupOrigin(ctx context.Context, img, cow string) (string, error) {
+	dmMu.Lock()
+	defer dmMu.Unlock()
 	snap, err := exceptionPath(img, cow)
 	if err != nil {
 		return "", err
@@ -154,8 +174,7 @@ func (dmLayer) setupOrigin(ctx context.Context, img, cow string) (string, error)
 		if err != nil {
 			return "", err
 		}
-		table := fmt.Sprintf("0 %s snapshot-origin %s", sz, imgLoop)
-		if _, err := run(ctx, "dmsetup", "create", strings.TrimPrefix(origin, mapperDir), "--table", table); err != nil {
+		if err := dmCreate(ctx, strings.TrimPrefix(origin, mapperDir), fmt.Sprintf("0 %s snapshot-origin %s", sz, imgLoop)); err != nil {
 			return "", err
 		}
 	}
@@ -163,6 +182,8 @@ func (dmLayer) setupOrigin(ctx context.Context, img, cow string) (string, error)
 }
 
 func (dmLayer) setupSnapshot(ctx context.Context, img, srcCow, cow string) (string, error) {
+	dmMu.Lock()
+	defer dmMu.Unlock()
 	inner, err := exceptionPath(img, srcCow)
 	if err != nil {
 		return "", err
@@ -202,9 +223,19 @@ func openCount(ctx context.Context, name string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(out))
+	n, err := parseOpenCount(out)
 	if err != nil {
-		return 0, fmt.Errorf("dmsetup info %s: open count %q", name, out)
+		return 0, fmt.Errorf("dmsetup info %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// parseOpenCount parses the output of dmsetup info -c --noheadings -o
+// open: a non-negative decimal number.
+func parseOpenCount(out string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("open count %q is not a number", out)
 	}
 	return n, nil
 }
@@ -217,15 +248,29 @@ func deps(ctx context.Context, name string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseDeps(out), nil
+}
+
+// parseDeps parses the output of dmsetup deps -o blkdevname ("2
+// dependencies : (loop1) (loop0)") into /dev paths.
+func parseDeps(out string) []string {
 	var devs []string
 	for _, m := range depRE.FindAllStringSubmatch(out, -1) {
 		devs = append(devs, "/dev/"+m[1])
 	}
-	return devs, nil
+	return devs
 }
 
+// dmRemove removes dm device name and, on a system without udev, its
+// node (dmsetup mknodes removes the nodes of devices that are gone).
 func dmRemove(ctx context.Context, name string) error {
-	_, err := run(ctx, "dmsetup", "remove", "--retry", "--", name)
+	if _, err := run(ctx, "dmsetup", "remove", "--retry", "--", name); err != nil {
+		return err
+	}
+	if !exists(mapperDir + name) {
+		return nil
+	}
+	_, err := run(ctx, "dmsetup", "mknodes", "--", name)
 	return err
 }
 
@@ -239,6 +284,8 @@ func dmRemove(ctx context.Context, name string) error {
 // they used are detached where unused. Snapshot devices of other volumes
 // (three device ids) are never removed.
 func (dmLayer) destroy(ctx context.Context, dev string) error {
+	dmMu.Lock()
+	defer dmMu.Unlock()
 	if !isBlock(dev) {
 		return nil
 	}
@@ -340,12 +387,14 @@ func freeDep(ctx context.Context, dev string) error {
 var associatedRE = regexp.MustCompile(`(?m)^(/dev/loop[0-9]+):\s`)
 
 func (dmLayer) resize(ctx context.Context, dev, img string, size int64) error {
+	dmMu.Lock()
+	defer dmMu.Unlock()
 	out, err := run(ctx, "losetup", "--associated", img)
 	if err != nil {
 		return err
 	}
-	for _, m := range associatedRE.FindAllStringSubmatch(out, -1) {
-		if _, err := run(ctx, "losetup", "--set-capacity", m[1]); err != nil {
+	for _, l := range parseAssociated(out) {
+		if _, err := run(ctx, "losetup", "--set-capacity", l); err != nil {
 			return err
 		}
 	}
@@ -357,14 +406,41 @@ func (dmLayer) resize(ctx context.Context, dev, img string, size int64) error {
 	if err != nil {
 		return err
 	}
-	parts := strings.Fields(table)
-	if len(parts) != 4 || parts[0] != "0" || parts[2] != "snapshot-origin" {
-		return fmt.Errorf("dmsetup table %s: unexpected table %q", name, table)
+	next, err := resizedOriginTable(table, size)
+	if err != nil {
+		return fmt.Errorf("dmsetup table %s: %w", name, err)
 	}
-	parts[1] = strconv.FormatInt(size/512, 10)
-	if _, err := run(ctx, "dmsetup", "load", "--table", strings.Join(parts, " "), "--", name); err != nil {
+	if _, err := run(ctx, "dmsetup", "load", "--table", next, "--", name); err != nil {
 		return err
 	}
 	_, err = run(ctx, "dmsetup", "resume", "--", name)
 	return err
+}
+
+// parseAssociated parses the output of losetup --associated FILE into the
+// loop devices it names.
+func parseAssociated(out string) []string {
+	var loops []string
+	for _, m := range associatedRE.FindAllStringSubmatch(out, -1) {
+		loops = append(loops, m[1])
+	}
+	return loops
+}
+
+// resizedOriginTable returns the table of a snapshot-origin device
+// ("0 <sectors> snapshot-origin <dev>", one line, as dmsetup table prints
+// it) with the length of size bytes.
+func resizedOriginTable(table string, size int64) (string, error) {
+	if strings.Count(strings.TrimSuffix(table, "\n"), "\n") != 0 {
+		return "", fmt.Errorf("table %q has more than one line", table)
+	}
+	parts := strings.Fields(table)
+	if len(parts) != 4 || parts[0] != "0" || parts[2] != "snapshot-origin" {
+		return "", fmt.Errorf("table %q is not one snapshot-origin target", table)
+	}
+	if _, err := strconv.ParseUint(parts[1], 10, 64); err != nil {
+		return "", fmt.Errorf("table %q: length %q", table, parts[1])
+	}
+	parts[1] = strconv.FormatInt(size/512, 10)
+	return strings.Join(parts, " "), nil
 }
