@@ -24,7 +24,7 @@ import (
 // never change, directly.
 type volume struct {
 	p   *reflinkPool
-	sem chan struct{}
+	sem filepool.VolumeLock
 
 	mu  sync.Mutex
 	cfg storage.VolumeConfig // cfg.Size is not used: see sz
@@ -43,7 +43,7 @@ func newVolume(p *reflinkPool, cfg storage.VolumeConfig) *volume {
 	base := filepath.Join(p.dir, filepath.FromSlash(cfg.VID))
 	return &volume{
 		p:          p,
-		sem:        make(chan struct{}, 1),
+		sem:        filepool.NewVolumeLock(),
 		cfg:        cfg,
 		sz:         cfg.Size,
 		base:       base,
@@ -55,16 +55,9 @@ func newVolume(p *reflinkPool, cfg storage.VolumeConfig) *volume {
 }
 
 // lock takes the volume's lock, or gives up when ctx ends.
-func (v *volume) lock(ctx context.Context) error {
-	select {
-	case v.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (v *volume) lock(ctx context.Context) error { return v.sem.Lock(ctx) }
 
-func (v *volume) unlock() { <-v.sem }
+func (v *volume) unlock() { v.sem.Unlock() }
 
 // do runs fn as operation op under the pool's in-flight count and the
 // volume's lock, and wraps its error.
@@ -506,11 +499,8 @@ func (v *volume) Reconfigure(ctx context.Context, ch storage.VolumeChange) error
 			return err
 		}
 		if next.Source != old.Source {
-			if _, err := storage.ParseFileVID(next.Source); err != nil {
-				return fmt.Errorf("source: %w", err)
-			}
-			if next.Source == next.VID {
-				return fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig)
+			if err := filepool.CheckSource(next.Source, next.VID); err != nil {
+				return err
 			}
 		}
 		if exists(v.dirty) {

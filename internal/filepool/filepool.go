@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -143,3 +145,116 @@ func PyBool(b bool) string {
 	}
 	return "False"
 }
+
+// DirPath checks a pool's parameters against the driver's (unknown ones
+// are storage.ErrInvalidConfig, naming what driver accepts) and returns
+// its dir_path, required, made absolute.
+func DirPath(driver string, params map[string]string, accepted []storage.Parameter) (string, error) {
+	known := make(map[string]bool)
+	var names []string
+	for _, prm := range accepted {
+		known[prm.Name] = true
+		names = append(names, prm.Name)
+	}
+	var unknown []string
+	for k := range params {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return "", fmt.Errorf("%w: unknown parameters %s (%s accepts %s)",
+			storage.ErrInvalidConfig, strings.Join(unknown, ", "), driver, strings.Join(names, ", "))
+	}
+	dir, ok := params["dir_path"]
+	if !ok || dir == "" {
+		return "", fmt.Errorf("%w: missing required parameter dir_path", storage.ErrInvalidConfig)
+	}
+	if strings.ContainsRune(dir, 0) {
+		return "", fmt.Errorf("%w: dir_path contains NUL", storage.ErrInvalidConfig)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("%w: dir_path %q: %w", storage.ErrInvalidConfig, dir, err)
+	}
+	return abs, nil
+}
+
+// Usage reports the size and use of the filesystem holding dir (statvfs),
+// as Qubes' file pools do; with dir missing, Unavailable and no figures,
+// as Qubes' usage_details gives {} then.
+func Usage(dir string) (storage.PoolUsage, error) {
+	size, used, err := fsutil.Usage(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return storage.PoolUsage{Unavailable: true}, nil
+	}
+	if err != nil {
+		return storage.PoolUsage{}, err
+	}
+	return storage.PoolUsage{DataSize: size, DataUsage: used}, nil
+}
+
+// CheckVolumeConfig checks the configuration of a volume of a file pool
+// named pool and fills in what it may: the vid must be appvms/VM/NAME or
+// vm-templates/VM/NAME, NAME equal to cfg.Name (filled in from the vid
+// when empty), cfg.Pool the pool (filled in when empty), cfg valid
+// (storage.VolumeConfig.Validate) and a source a vid other than the
+// volume's own. Errors wrap storage.ErrInvalidConfig.
+func CheckVolumeConfig(cfg *storage.VolumeConfig, pool string) error {
+	vid, err := storage.ParseFileVID(cfg.VID)
+	if err != nil {
+		return err
+	}
+	if cfg.Name == "" {
+		cfg.Name = vid.Volume
+	}
+	if cfg.Name != vid.Volume {
+		return fmt.Errorf("%w: volume name %q does not match vid %q", storage.ErrInvalidConfig, cfg.Name, cfg.VID)
+	}
+	if cfg.Pool == "" {
+		cfg.Pool = pool
+	}
+	if cfg.Pool != pool {
+		return fmt.Errorf("%w: volume belongs to pool %q, not %q", storage.ErrInvalidConfig, cfg.Pool, pool)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Source != "" {
+		return CheckSource(cfg.Source, cfg.VID)
+	}
+	return nil
+}
+
+// CheckSource checks the source of a snap_on_start volume vid: a vid of
+// the file drivers other than vid. Errors wrap storage.ErrInvalidConfig.
+func CheckSource(source, vid string) error {
+	if _, err := storage.ParseFileVID(source); err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	if source == vid {
+		return fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig)
+	}
+	return nil
+}
+
+// VolumeLock serialises the operations on one volume; its Lock gives up
+// when a context ends.
+type VolumeLock struct{ sem chan struct{} }
+
+// NewVolumeLock returns an unlocked VolumeLock.
+func NewVolumeLock() VolumeLock { return VolumeLock{sem: make(chan struct{}, 1)} }
+
+// Lock takes the lock, or returns ctx's error when ctx ends first.
+func (l VolumeLock) Lock(ctx context.Context) error {
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Unlock releases the lock.
+func (l VolumeLock) Unlock() { <-l.sem }
