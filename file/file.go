@@ -2,16 +2,12 @@ package file
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -104,31 +100,9 @@ func newPool(cfg storage.PoolConfig, layer blockLayer) (*filePool, error) {
 		layer:   layer,
 		volumes: make(map[string]*volume),
 	}
-	known := make(map[string]bool)
-	for _, prm := range (Driver{}).Parameters() {
-		known[prm.Name] = true
-	}
-	var unknown []string
-	for k := range cfg.Params {
-		if !known[k] {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		return nil, fmt.Errorf("%w: unknown parameters %s (file accepts revisions_to_keep, dir_path, ephemeral_volatile)",
-			storage.ErrInvalidConfig, strings.Join(unknown, ", "))
-	}
-	dir, ok := cfg.Params["dir_path"]
-	if !ok || dir == "" {
-		return nil, fmt.Errorf("%w: missing required parameter dir_path", storage.ErrInvalidConfig)
-	}
-	if strings.ContainsRune(dir, 0) {
-		return nil, fmt.Errorf("%w: dir_path contains NUL", storage.ErrInvalidConfig)
-	}
-	abs, err := filepath.Abs(dir)
+	abs, err := filepool.DirPath(DriverName, cfg.Params, Driver{}.Parameters())
 	if err != nil {
-		return nil, fmt.Errorf("%w: dir_path %q: %w", storage.ErrInvalidConfig, dir, err)
+		return nil, err
 	}
 	p.dir = abs
 	p.revisionsToKeep.Store(1)
@@ -272,14 +246,11 @@ func (p *filePool) Destroy(ctx context.Context) error { return nil }
 // Usage reports the filesystem's size and use (statvfs), as Qubes does;
 // with the pool's directory missing, Unavailable.
 func (p *filePool) Usage(ctx context.Context) (storage.PoolUsage, error) {
-	size, used, err := fsutil.Usage(p.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return storage.PoolUsage{Unavailable: true}, nil
-	}
+	u, err := filepool.Usage(p.dir)
 	if err != nil {
 		return storage.PoolUsage{}, &storage.Error{Op: "usage", Pool: p.name, Err: err}
 	}
-	return storage.PoolUsage{DataSize: size, DataUsage: used}, nil
+	return u, nil
 }
 
 // SetParameter changes revisions_to_keep (-1, 0 or 1; the default of
@@ -329,32 +300,8 @@ func (p *filePool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, error) 
 		return fail(err)
 	}
 	defer p.end()
-	vid, err := storage.ParseFileVID(cfg.VID)
-	if err != nil {
+	if err := filepool.CheckVolumeConfig(&cfg, p.name); err != nil {
 		return fail(err)
-	}
-	if cfg.Name == "" {
-		cfg.Name = vid.Volume
-	}
-	if cfg.Name != vid.Volume {
-		return fail(fmt.Errorf("%w: volume name %q does not match vid %q", storage.ErrInvalidConfig, cfg.Name, cfg.VID))
-	}
-	if cfg.Pool == "" {
-		cfg.Pool = p.name
-	}
-	if cfg.Pool != p.name {
-		return fail(fmt.Errorf("%w: volume belongs to pool %q, not %q", storage.ErrInvalidConfig, cfg.Pool, p.name))
-	}
-	if err := cfg.Validate(); err != nil {
-		return fail(err)
-	}
-	if cfg.Source != "" {
-		if _, err := storage.ParseFileVID(cfg.Source); err != nil {
-			return fail(fmt.Errorf("source: %w", err))
-		}
-		if cfg.Source == cfg.VID {
-			return fail(fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig))
-		}
 	}
 	if cfg.Kind() == storage.SnapshotCommit {
 		return fail(fmt.Errorf("snap_on_start + save_on_stop: %w", storage.ErrUnsupported))

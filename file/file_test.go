@@ -1,6 +1,7 @@
 package file
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vmpool/vmpool/internal/loopfs"
 	"github.com/vmpool/vmpool/internal/testenv"
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/storage"
@@ -486,4 +488,44 @@ func TestImportVolumeRefusesSnapshot(t *testing.T) {
 	ctx := t.Context()
 	_, root, private, _ := tp.appVM(t)
 	assert.ErrorIs(t, private.ImportVolume(ctx, root), storage.ErrUnsupported)
+}
+
+// TestImportVolumeAcrossFilesystems: import_volume from a pool on another
+// filesystem is a sparse copy (its holes stay holes) that reports its
+// progress, and the size follows the source.
+func TestImportVolumeAcrossFilesystems(t *testing.T) {
+	mnt := loopfs.Mount(t, loopfs.Ext4, 64<<20)
+	ctx := t.Context()
+	src := newTestPool(t, nil)
+	dst := openTestPool(t, filepath.Join(mnt, "pool"), newEmuLayer(t), nil, true)
+	from := src.volume(t, storage.VolumeConfig{VID: "appvms/a/private", Size: 16 * mib, RW: true, SaveOnStop: true})
+	require.NoError(t, from.Create(ctx))
+	data := bytes.Repeat([]byte("vmpool"), 1000)
+	for _, off := range []int64{mib, 12 * mib} {
+		f, err := os.OpenFile(from.img, os.O_WRONLY, 0)
+		require.NoError(t, err)
+		_, err = f.WriteAt(data, off)
+		require.NoError(t, err)
+		f.Close()
+	}
+	to := dst.volume(t, storage.VolumeConfig{VID: "appvms/b/private", Size: 4 * mib, RW: true, SaveOnStop: true})
+	require.NoError(t, to.Create(ctx))
+	var last [2]int64
+	calls := 0
+	pctx := storage.WithProgress(ctx, func(done, total int64) { calls++; last = [2]int64{done, total} })
+	require.NoError(t, to.ImportVolume(pctx, from))
+	assert.Positive(t, calls, "progress was reported")
+	assert.Equal(t, last[1], last[0], "the last report is the whole copy")
+	st, err := os.Stat(to.img)
+	require.NoError(t, err)
+	assert.Equal(t, int64(16*mib), st.Size(), "the size follows the source")
+	assert.Equal(t, int64(16*mib), to.Config().Size)
+	assert.Equal(t, fs.FileMode(0o644), st.Mode().Perm(), "as cp makes it")
+	assert.Less(t, st.Sys().(*syscall.Stat_t).Blocks*512, int64(mib), "the holes stay holes")
+	want, err := os.ReadFile(from.img)
+	require.NoError(t, err)
+	got, err := os.ReadFile(to.img)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(want, got), "the data is the source's")
+	assert.False(t, exists(to.importPath), "no import file is left")
 }

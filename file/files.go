@@ -43,9 +43,10 @@ func (p *filePool) remove(path string) error {
 	return err
 }
 
-// Modes of the files the driver makes: Qubes' create_sparse_file gives a
-// volume's image 0664; its cow and import files get the mode open(2)
-// gives with the usual umask 022.
+// Modes of the files the driver makes: Qubes' create gives a volume's
+// image 0664 (create_sparse_file's permissions); the files it makes
+// without (cows, imports, a volatile image made anew at start, a copy by
+// cp) get what open(2) gives with the usual umask 022.
 const (
 	imageMode = 0o664
 	cowMode   = 0o644
@@ -96,7 +97,7 @@ func (p *filePool) copy(ctx context.Context, src, dst string) error {
 	start := time.Now()
 	res, err := fsutil.CopyFile(ctx, src, dst, fsutil.CopyOptions{Size: -1, NoClone: true, Progress: storage.ProgressFrom(ctx)})
 	if err == nil {
-		err = os.Chmod(dst, imageMode)
+		err = os.Chmod(dst, cowMode)
 	}
 	ev := p.log.Info()
 	if err != nil {

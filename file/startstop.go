@@ -54,7 +54,7 @@ func (v *volume) startVolatile(c storage.VolumeConfig) error {
 	if err := v.markRunning(""); err != nil {
 		return err
 	}
-	return v.p.createSparse(v.img, c.Size, imageMode)
+	return v.p.createSparse(v.img, c.Size, cowMode)
 }
 
 func (v *volume) startDisabled() error {

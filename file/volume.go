@@ -30,7 +30,7 @@ const runDir = ".vmpool-running"
 // which holds sem and mu; the size changes under mu alone.
 type volume struct {
 	p   *filePool
-	sem chan struct{}
+	sem filepool.VolumeLock
 
 	mu      sync.Mutex
 	cfg     storage.VolumeConfig // cfg.Size is not used: see sz
@@ -49,7 +49,7 @@ func newVolume(p *filePool, cfg storage.VolumeConfig) *volume {
 	cow := base + "-cow.img"
 	return &volume{
 		p:          p,
-		sem:        make(chan struct{}, 1),
+		sem:        filepool.NewVolumeLock(),
 		cfg:        cfg,
 		sz:         cfg.Size,
 		base:       base,
@@ -68,16 +68,9 @@ func markerName(vid string) string {
 }
 
 // lock takes the volume's lock, or gives up when ctx ends.
-func (v *volume) lock(ctx context.Context) error {
-	select {
-	case v.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (v *volume) lock(ctx context.Context) error { return v.sem.Lock(ctx) }
 
-func (v *volume) unlock() { <-v.sem }
+func (v *volume) unlock() { v.sem.Unlock() }
 
 // do runs fn as operation op under the pool's in-flight count and the
 // volume's lock, and wraps its error.
@@ -482,11 +475,8 @@ func (v *volume) Reconfigure(ctx context.Context, ch storage.VolumeChange) error
 			next.RevisionsToKeep = &zero
 		}
 		if next.Source != old.Source {
-			if _, err := storage.ParseFileVID(next.Source); err != nil {
-				return fmt.Errorf("source: %w", err)
-			}
-			if next.Source == next.VID {
-				return fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig)
+			if err := filepool.CheckSource(next.Source, next.VID); err != nil {
+				return err
 			}
 		}
 		if v.running() {
