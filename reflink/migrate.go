@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmpool/vmpool/internal/dmsnap"
+	"github.com/vmpool/vmpool/internal/filepool"
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -82,7 +83,7 @@ func (v *volume) convertFileRevision(ctx context.Context) error {
 		return err
 	}
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is a %s, not a regular file: %w", old, fileKind(st.Mode()), storage.ErrUnsafePath)
+		return fmt.Errorf("%s is a %s, not a regular file: %w", old, filepool.FileKind(st.Mode()), storage.ErrUnsafePath)
 	}
 	if err := checkFiles(v.clean); err != nil {
 		return err
@@ -240,7 +241,7 @@ func (p *reflinkPool) removeFileCows(ctx context.Context, dir string) error {
 			}
 			path := filepath.Join(vmDir, name)
 			if !e.Type().IsRegular() {
-				return fmt.Errorf("%s is a %s, not a regular file: %w", path, fileKind(e.Type()), storage.ErrUnsafePath)
+				return fmt.Errorf("%s is a %s, not a regular file: %w", path, filepool.FileKind(e.Type()), storage.ErrUnsafePath)
 			}
 			if err := p.remove(path); err != nil {
 				return err

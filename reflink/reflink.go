@@ -2,21 +2,18 @@ package reflink
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/rs/zerolog"
 
+	"github.com/vmpool/vmpool/internal/filepool"
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/internal/ownerfile"
 	"github.com/vmpool/vmpool/pool"
@@ -106,31 +103,9 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 		log:        cfg.Logger.With().Str("pool", cfg.Name).Logger(),
 		volumes:    make(map[string]*volume),
 	}
-	known := make(map[string]bool)
-	for _, prm := range (Driver{}).Parameters() {
-		known[prm.Name] = true
-	}
-	var unknown []string
-	for k := range cfg.Params {
-		if !known[k] {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		return nil, fmt.Errorf("%w: unknown parameters %s (file-reflink accepts revisions_to_keep, dir_path, setup_check, ephemeral_volatile)",
-			storage.ErrInvalidConfig, strings.Join(unknown, ", "))
-	}
-	dir, ok := cfg.Params["dir_path"]
-	if !ok || dir == "" {
-		return nil, fmt.Errorf("%w: missing required parameter dir_path", storage.ErrInvalidConfig)
-	}
-	if strings.ContainsRune(dir, 0) {
-		return nil, fmt.Errorf("%w: dir_path contains NUL", storage.ErrInvalidConfig)
-	}
-	abs, err := filepath.Abs(dir)
+	abs, err := filepool.DirPath(DriverName, cfg.Params, Driver{}.Parameters())
 	if err != nil {
-		return nil, fmt.Errorf("%w: dir_path %q: %w", storage.ErrInvalidConfig, dir, err)
+		return nil, err
 	}
 	p.dir = abs
 	p.revisionsToKeep.Store(1)
@@ -149,7 +124,7 @@ func newPool(cfg storage.PoolConfig) (*reflinkPool, error) {
 		p.setupCheck = b
 	}
 	if s, ok := cfg.Params["ephemeral_volatile"]; ok {
-		b, err := parseBool(s)
+		b, err := filepool.ParseBool(s)
 		if err != nil {
 			return nil, fmt.Errorf("%w: ephemeral_volatile: %w", storage.ErrInvalidConfig, err)
 		}
@@ -169,25 +144,6 @@ func parseRevisionsToKeep(s string) (int, error) {
 	return n, nil
 }
 
-// parseBool parses as Qubes' storage parse_bool: True/1/on and
-// False/0/off/empty, case-sensitive.
-func parseBool(s string) (bool, error) {
-	switch s {
-	case "True", "1", "on":
-		return true, nil
-	case "False", "0", "off", "":
-		return false, nil
-	}
-	return false, fmt.Errorf("%q is not a boolean (True/1/on or False/0/off)", s)
-}
-
-func pyBool(b bool) string {
-	if b {
-		return "True"
-	}
-	return "False"
-}
-
 // lockAndRecover locks the pool directory and checks reflink support.
 // The "~" files a crash left are not looked for here: InitVolume hands
 // each registered volume's own to the worker, and nothing else in the tree
@@ -201,10 +157,7 @@ func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 	}
 	// The wait for another process is made without p.mu, which every
 	// operation's begin takes.
-	l, err := fsutil.LockPath(ctx, p.dir)
-	if errors.Is(err, fsutil.ErrLocked) {
-		return fmt.Errorf("%w: %w", storage.ErrInUse, err)
-	}
+	l, err := filepool.Lock(ctx, p.dir)
 	if err != nil {
 		return err
 	}
@@ -225,44 +178,14 @@ func (p *reflinkPool) lockAndRecover(ctx context.Context) error {
 // p.owner now, so that a second keeper cannot take it over unasked; a
 // failure to write the record (a read-only filesystem) is logged.
 func (p *reflinkPool) checkOwner() error {
-	if p.adopt || p.owner.ID == "" {
-		return nil
-	}
-	rec, err := ownerfile.Read(p.dir)
-	if err != nil {
-		return err
-	}
-	if rec == nil {
-		if err := ownerfile.Record(p.dir, p.owner); err != nil {
-			p.log.Warn().Err(err).Str("dir", p.dir).Msg("record the pool's owner")
-		}
-		return nil
-	}
-	return ownerfile.Check(p.dir, p.owner)
+	return filepool.CheckOwner(p.dir, p.owner, p.adopt, p.log)
 }
 
 // checkDir returns an error wrapping storage.ErrNotFound when the pool's
 // directory is missing or holds neither appvms/ nor vm-templates/ (an
 // unmounted mount point: the directory is there, empty), and
 // storage.ErrUnsafePath when it is not a directory.
-func (p *reflinkPool) checkDir() error {
-	st, err := os.Stat(p.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("the pool's directory %s is missing (not mounted?): %w", p.dir, storage.ErrNotFound)
-	}
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("the pool's directory %s is a %s: %w", p.dir, fileKind(st.Mode()), storage.ErrUnsafePath)
-	}
-	for _, prefix := range storage.FileVIDDirs() {
-		if _, err := os.Lstat(filepath.Join(p.dir, prefix)); err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("the pool's directory %s has neither appvms/ nor vm-templates/ (not mounted?): %w", p.dir, storage.ErrNotFound)
-}
+func (p *reflinkPool) checkDir() error { return filepool.CheckDir(p.dir) }
 
 // crashPoint calls the test hook, if any.
 func (p *reflinkPool) crashPoint(point string) {
@@ -299,7 +222,7 @@ func (p *reflinkPool) Config() map[string]string {
 		"driver":             DriverName,
 		"dir_path":           p.dir,
 		"revisions_to_keep":  strconv.FormatInt(p.revisionsToKeep.Load(), 10),
-		"ephemeral_volatile": pyBool(p.ephemeralVolatile.Load()),
+		"ephemeral_volatile": filepool.PyBool(p.ephemeralVolatile.Load()),
 	}
 }
 
@@ -335,7 +258,7 @@ func (p *reflinkPool) Setup(ctx context.Context) error {
 
 func (p *reflinkPool) setup(ctx context.Context) error {
 	if st, err := os.Stat(p.dir); err == nil && !st.IsDir() {
-		return fmt.Errorf("%w: dir_path %s is a %s, not a directory", storage.ErrInvalidConfig, p.dir, fileKind(st.Mode()))
+		return fmt.Errorf("%w: dir_path %s is a %s, not a directory", storage.ErrInvalidConfig, p.dir, filepool.FileKind(st.Mode()))
 	}
 	created, err := p.mkdir(p.dir)
 	if err != nil {
@@ -360,7 +283,7 @@ func (p *reflinkPool) setup(ctx context.Context) error {
 		return err
 	}
 	for _, prefix := range storage.FileVIDDirs() {
-		if err := checkDirs(filepath.Join(p.dir, prefix)); err != nil {
+		if err := filepool.CheckDirs(filepath.Join(p.dir, prefix)); err != nil {
 			return err
 		}
 		if _, err := p.mkdir(filepath.Join(p.dir, prefix)); err != nil {
@@ -377,14 +300,11 @@ func (p *reflinkPool) Destroy(ctx context.Context) error { return nil }
 // with the pool's directory missing, Unavailable and no figures, as
 // Qubes' usage_details gives {} then.
 func (p *reflinkPool) Usage(ctx context.Context) (storage.PoolUsage, error) {
-	size, used, err := fsutil.Usage(p.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return storage.PoolUsage{Unavailable: true}, nil
-	}
+	u, err := filepool.Usage(p.dir)
 	if err != nil {
 		return storage.PoolUsage{}, &storage.Error{Op: "usage", Pool: p.name, Err: err}
 	}
-	return storage.PoolUsage{DataSize: size, DataUsage: used}, nil
+	return u, nil
 }
 
 // SetParameter changes revisions_to_keep (the default of volumes
@@ -492,33 +412,8 @@ func (p *reflinkPool) InitVolume(cfg storage.VolumeConfig) (storage.Volume, erro
 		return fail(err)
 	}
 	defer p.end()
-	vid, err := storage.ParseFileVID(cfg.VID)
-	if err != nil {
+	if err := filepool.CheckVolumeConfig(&cfg, p.name); err != nil {
 		return fail(err)
-	}
-	name := vid.Volume
-	if cfg.Name == "" {
-		cfg.Name = name
-	}
-	if cfg.Name != name {
-		return fail(fmt.Errorf("%w: volume name %q does not match vid %q", storage.ErrInvalidConfig, cfg.Name, cfg.VID))
-	}
-	if cfg.Pool == "" {
-		cfg.Pool = p.name
-	}
-	if cfg.Pool != p.name {
-		return fail(fmt.Errorf("%w: volume belongs to pool %q, not %q", storage.ErrInvalidConfig, cfg.Pool, p.name))
-	}
-	if err := cfg.Validate(); err != nil {
-		return fail(err)
-	}
-	if cfg.Source != "" {
-		if _, err := storage.ParseFileVID(cfg.Source); err != nil {
-			return fail(fmt.Errorf("source: %w", err))
-		}
-		if cfg.Source == cfg.VID {
-			return fail(fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig))
-		}
 	}
 	if cfg.RevisionsToKeep == nil {
 		n := int(p.revisionsToKeep.Load())

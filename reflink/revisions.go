@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmpool/vmpool/internal/filepool"
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -121,7 +122,7 @@ func listRevisions(clean string) ([]revision, error) {
 		if r, ok := parseRevision(base, e.Name()); ok {
 			r.path = filepath.Join(filepath.Dir(clean), e.Name())
 			if !e.Type().IsRegular() {
-				return nil, fmt.Errorf("revision %s is a %s, not a regular file: %w", r.path, fileKind(e.Type()), storage.ErrUnsafePath)
+				return nil, fmt.Errorf("revision %s is a %s, not a regular file: %w", r.path, filepool.FileKind(e.Type()), storage.ErrUnsafePath)
 			}
 			revs = append(revs, r)
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vmpool/vmpool/internal/filepool"
 	"github.com/vmpool/vmpool/internal/fsutil"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -23,7 +24,7 @@ import (
 // never change, directly.
 type volume struct {
 	p   *reflinkPool
-	sem chan struct{}
+	sem filepool.VolumeLock
 
 	mu  sync.Mutex
 	cfg storage.VolumeConfig // cfg.Size is not used: see sz
@@ -42,7 +43,7 @@ func newVolume(p *reflinkPool, cfg storage.VolumeConfig) *volume {
 	base := filepath.Join(p.dir, filepath.FromSlash(cfg.VID))
 	return &volume{
 		p:          p,
-		sem:        make(chan struct{}, 1),
+		sem:        filepool.NewVolumeLock(),
 		cfg:        cfg,
 		sz:         cfg.Size,
 		base:       base,
@@ -54,16 +55,9 @@ func newVolume(p *reflinkPool, cfg storage.VolumeConfig) *volume {
 }
 
 // lock takes the volume's lock, or gives up when ctx ends.
-func (v *volume) lock(ctx context.Context) error {
-	select {
-	case v.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (v *volume) lock(ctx context.Context) error { return v.sem.Lock(ctx) }
 
-func (v *volume) unlock() { <-v.sem }
+func (v *volume) unlock() { v.sem.Unlock() }
 
 // do runs fn as operation op under the pool's in-flight count and the
 // volume's lock, and wraps its error.
@@ -117,50 +111,11 @@ func (v *volume) checkPaths() error {
 
 // checkDirs returns storage.ErrUnsafePath for a path that exists and is
 // not a directory (a symlink to one included).
-func checkDirs(paths ...string) error { return checkKind(fs.FileMode.IsDir, "a directory", paths) }
+func checkDirs(paths ...string) error { return filepool.CheckDirs(paths...) }
 
 // checkFiles returns storage.ErrUnsafePath for a path that exists and is
 // not a regular file.
-func checkFiles(paths ...string) error {
-	return checkKind(fs.FileMode.IsRegular, "a regular file", paths)
-}
-
-// checkKind returns storage.ErrUnsafePath for the first of paths that
-// exists (as itself: symlinks are not followed) and whose mode is not ok.
-func checkKind(ok func(fs.FileMode) bool, want string, paths []string) error {
-	for _, path := range paths {
-		st, err := os.Lstat(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if !ok(st.Mode()) {
-			return fmt.Errorf("%s is a %s, not %s: %w", path, fileKind(st.Mode()), want, storage.ErrUnsafePath)
-		}
-	}
-	return nil
-}
-
-// fileKind names the type of a file mode for an error message.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeSymlink != 0:
-		return "symlink"
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	case m&fs.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m.IsRegular():
-		return "regular file"
-	}
-	return "special file"
-}
+func checkFiles(paths ...string) error { return filepool.CheckFiles(paths...) }
 
 func (v *volume) wrap(op string, err error) error {
 	if err == nil {
@@ -544,11 +499,8 @@ func (v *volume) Reconfigure(ctx context.Context, ch storage.VolumeChange) error
 			return err
 		}
 		if next.Source != old.Source {
-			if _, err := storage.ParseFileVID(next.Source); err != nil {
-				return fmt.Errorf("source: %w", err)
-			}
-			if next.Source == next.VID {
-				return fmt.Errorf("%w: volume is its own source", storage.ErrInvalidConfig)
+			if err := filepool.CheckSource(next.Source, next.VID); err != nil {
+				return err
 			}
 		}
 		if exists(v.dirty) {

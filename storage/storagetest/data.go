@@ -158,10 +158,11 @@ func checkContent(t interface {
 	return assert.Fail(t, what+": wrong data", strings.Join(diffs, "\n"))
 }
 
-// open opens a running volume's device.
-func (e *env) open(v storage.Volume) *os.File {
+// open opens a running volume's device with flag (os.O_RDONLY or
+// os.O_RDWR).
+func (e *env) open(v storage.Volume, flag int) *os.File {
 	e.t.Helper()
-	f, err := e.cfg.OpenDevice(e.t, v)
+	f, err := e.cfg.OpenDevice(e.t, v, flag)
 	require.NoError(e.t, err, "open device of %s", v.Config().VID)
 	return f
 }
@@ -175,7 +176,7 @@ func (e *env) write(v storage.Volume, off int64, tag byte) {
 
 // writeErr is write for goroutines: it returns its error.
 func (e *env) writeErr(v storage.Volume, off int64, tag byte) error {
-	f, err := e.cfg.OpenDevice(e.t, v)
+	f, err := e.cfg.OpenDevice(e.t, v, os.O_RDWR)
 	if err != nil {
 		return err
 	}
@@ -189,7 +190,7 @@ func (e *env) writeErr(v storage.Volume, off int64, tag byte) error {
 // deviceSize returns the size of a running volume's device.
 func (e *env) deviceSize(v storage.Volume) int64 {
 	e.t.Helper()
-	f := e.open(v)
+	f := e.open(v, os.O_RDONLY)
 	defer f.Close()
 	n, err := f.Seek(0, io.SeekEnd)
 	require.NoError(e.t, err)
@@ -199,7 +200,7 @@ func (e *env) deviceSize(v storage.Volume) int64 {
 // readDevice reads a running volume's device.
 func (e *env) readDevice(v storage.Volume) image {
 	e.t.Helper()
-	f := e.open(v)
+	f := e.open(v, os.O_RDONLY)
 	defer f.Close()
 	img, err := readImage(f)
 	require.NoError(e.t, err, "read device of %s", v.Config().VID)

@@ -195,6 +195,14 @@ func kindStartStop(f *kindFixture) {
 	f.checkDevice(v, f.fresh(), "first start")
 	want := f.writeBlocks(v, f.fresh(), 0xa1, 0, mib+blockSize)
 	f.checkDevice(v, want, "after writes")
+	if f.kind == storage.Origin {
+		if f.cfg.ExportRunningRefused {
+			_, err := f.export(v)
+			assert.ErrorIs(t, err, storage.ErrRunning, "export of a running volume")
+		} else {
+			f.checkExport(v, f.committed, "a running volume exports its committed data")
+		}
+	}
 	f.stop(v)
 	assert.False(t, f.running(v))
 	if f.saves() {
@@ -315,9 +323,26 @@ func kindRevert(f *kindFixture) {
 	f.stop(v)
 }
 
+// resizeRefused checks that a driver with Config.SnapshotResizeRefused
+// refuses to resize a snapshot volume (ErrUnsupported) and changes
+// nothing; it reports whether it did.
+func (f *kindFixture) resizeRefused(size int64) bool {
+	if !f.cfg.SnapshotResizeRefused || !f.v.Config().SnapOnStart {
+		return false
+	}
+	before := f.state()
+	assert.ErrorIs(f.t, f.v.Resize(f.ctx, size, storage.ResizeOptions{Force: true}), storage.ErrUnsupported, "resize of a snapshot volume")
+	f.assertUnchanged(before, "a refused resize of a snapshot volume")
+	return true
+}
+
 func kindResizeRunning(f *kindFixture) {
 	t, v := f.t, f.v
 	f.start(v)
+	if f.resizeRefused(f.size(v) + 4*mib) {
+		f.stop(v)
+		return
+	}
 	have := f.writeBlocks(v, f.fresh(), 0xa7, 0)
 	size := f.size(v)
 	grow := size + 4*mib
@@ -349,6 +374,9 @@ func kindResizeStopped(f *kindFixture) {
 		f.committed = f.run(v, f.fresh(), 0xa9, 0)
 	}
 	grow := f.size(v) + 4*mib
+	if f.resizeRefused(grow) {
+		return
+	}
 	require.NoError(t, v.Resize(f.ctx, grow, storage.ResizeOptions{}))
 	f.checkResized(grow, "after resize")
 }
@@ -380,6 +408,9 @@ func kindShrink(f *kindFixture) {
 		f.committed = f.run(v, f.fresh(), 0xaa, 0, volSize-blockSize)
 	}
 	small := f.size(v) / 2
+	if f.resizeRefused(small) {
+		return
+	}
 	before := f.state()
 	assert.ErrorIs(t, v.Resize(f.ctx, small, storage.ResizeOptions{}), storage.ErrShrink)
 	f.assertUnchanged(before, "a shrink without force")
@@ -438,7 +469,9 @@ func kindImportDataOK(f *kindFixture) {
 	f.checkExport(v, want, "after import")
 	assert.Equal(t, newSize, f.size(v))
 	assert.Equal(t, newSize, v.Config().Size, "the configured size follows the import")
-	if f.kind == storage.Origin && f.keep(1) > 0 {
+	if f.kind == storage.Origin && f.cfg.ImportKeepsNoRevision {
+		assert.Equal(t, revs, f.revisionIDs(v), "an import keeps no revision of the replaced data")
+	} else if f.kind == storage.Origin && f.keep(1) > 0 {
 		got := f.revisionIDs(v)
 		if assert.NotEmpty(t, got) {
 			assert.NotContains(t, revs, got[len(got)-1], "an import keeps the replaced data as a new revision")
@@ -548,7 +581,7 @@ func kindIsDirty(f *kindFixture) {
 	t, v := f.t, f.v
 	assert.False(t, f.dirty(v))
 	f.start(v)
-	assert.Equal(t, f.saves(), f.dirty(v), "dirty after start")
+	assert.Equal(t, f.saves() && !f.cfg.DirtyOnWrite, f.dirty(v), "dirty after start")
 	f.write(v, 0, 0xaf)
 	assert.Equal(t, f.saves(), f.dirty(v), "dirty after a write")
 	f.stop(v)

@@ -37,11 +37,37 @@ type Config struct {
 	// (file-reflink, as Qubes' reflink.py), rather than leaving the
 	// revisions as they were (lvm_thin, as Qubes' lvm.py).
 	RevertKeepsCurrent bool
-	// OpenDevice opens a running volume's data for reading and writing.
-	// The default opens v.BlockDevice().Path with O_RDWR; drivers whose
-	// BlockDevice is not a plain path (the file driver's colon-joined
-	// script arguments) supply their own.
-	OpenDevice func(t *testing.T, v storage.Volume) (*os.File, error)
+	// OpenDevice opens a running volume's data as its VM sees it, with
+	// flag os.O_RDONLY when the suite only reads and os.O_RDWR when it
+	// writes. The default opens v.BlockDevice().Path; a driver whose
+	// device the test cannot open on this host (the file driver's
+	// device-mapper devices) supplies its own, an emulation.
+	OpenDevice func(t *testing.T, v storage.Volume, flag int) (*os.File, error)
+
+	// The knobs below describe where a driver legitimately differs from
+	// file-reflink; each says which Qubes driver behaves so. Their zero
+	// values are file-reflink's behaviour.
+
+	// DirtyOnWrite tells that a started save_on_stop volume becomes dirty
+	// at its VM's first write, not at the start (Qubes' file driver: its
+	// cow holds more than an empty exception store).
+	DirtyOnWrite bool
+	// ExportRunningRefused tells that Export of a running or dirty volume
+	// is refused with ErrRunning or ErrDirty (Qubes' file driver: "file
+	// pool cannot export running volumes").
+	ExportRunningRefused bool
+	// SnapshotResizeRefused tells that a snap_on_start volume cannot be
+	// resized (ErrUnsupported; Qubes' file driver: "Cannot resize volume
+	// based on a template").
+	SnapshotResizeRefused bool
+	// RevisionID, when set, is the id of the driver's only revision
+	// (Qubes' file driver: "old"): a commit replaces that revision rather
+	// than adding one with a new id.
+	RevisionID string
+	// ImportKeepsNoRevision tells that an import replaces the committed
+	// data without keeping it as a revision (Qubes' file driver: its
+	// import_data_end is a plain rename).
+	ImportKeepsNoRevision bool
 }
 
 // testCase is one named subtest; it gets a fresh pool.
@@ -92,8 +118,8 @@ func Run(t *testing.T, cfg Config) {
 	}
 }
 
-func openBlockDevicePath(t *testing.T, v storage.Volume) (*os.File, error) {
-	return os.OpenFile(v.BlockDevice().Path, os.O_RDWR, 0)
+func openBlockDevicePath(t *testing.T, v storage.Volume, flag int) (*os.File, error) {
+	return os.OpenFile(v.BlockDevice().Path, flag, 0)
 }
 
 // env is what a subtest works with: its pool and the driver's Config.

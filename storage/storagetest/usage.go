@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"math/rand/v2"
+	"os"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -33,7 +34,7 @@ func usageSparse(e *env) {
 	e.start(v)
 	before := e.usage(v)
 	assert.Less(t, before, int64(mib), "a started sparse volume")
-	f := e.open(v)
+	f := e.open(v, os.O_RDWR)
 	data := make([]byte, written)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range data {
