@@ -15,6 +15,11 @@ STATICCHECK := $(TOOLS_BIN)/staticcheck
 
 # Packages the tests and the demo need, as command:package.
 TOOLS := mkfs.btrfs:btrfs-progs mkfs.xfs:xfsprogs mkfs.ext4:e2fsprogs losetup:util-linux blockdev:util-linux
+# internal/vmtest: the QEMU VM (TCG) for the device-mapper tests, the tools
+# its guest runs from the host's root (LVM, dmsetup, thin_check) and those
+# that fetch and unpack its Debian kernel and busybox.
+TOOLS += qemu-system-x86_64:qemu-system-x86 lvm:lvm2 dmsetup:dmsetup thin_check:thin-provisioning-tools \
+	xz:xz-utils dpkg-deb:dpkg apt-get:apt mount:mount
 
 # How long each fuzz target runs in `make test` and in `make fuzz`.
 FUZZTIME ?= 5s

@@ -1,0 +1,138 @@
+//go:build !vmtest
+
+package vmtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestInVM runs this package's in-VM tests (vm_test.go) in a VM with a
+// thin pool.
+func TestInVM(t *testing.T) {
+	RunTests(t, Options{})
+}
+
+// TestRunResult checks what Run hands back: the exit status, stdout and
+// stderr byte for byte (half a MiB of it), the environment, the working
+// directory, and that SetupNone leaves VMTEST_VG unset.
+func TestRunResult(t *testing.T) {
+	RequireVM(t, SetupNone)
+	var stdout, stderr bytes.Buffer
+	res, err := Run(t.Context(), Options{
+		Setup:  SetupNone,
+		Env:    []string{"FOO=bar  baz'q", "LANG=C"},
+		Dir:    "/usr/share",
+		Stdout: &stdout,
+		Stderr: &stderr,
+	}, "sh", "-c", `printf '%s|%s|%s|%s|%s|%s\n' "$VMPOOL_IN_VM" "${VMTEST_VG-unset}" "$FOO" "$PWD" "$LANG" "$VMTEST_DISK"
+seq 1 100000
+printf 'to stderr\n' >&2
+exit 3`)
+	require.NoError(t, err)
+	var want strings.Builder
+	want.WriteString("1|unset|bar  baz'q|/usr/share|C|/dev/vda\n")
+	for i := 1; i <= 100000; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	assert.Equal(t, 3, res.ExitCode)
+	assert.True(t, stdout.String() == want.String(), "stdout: %d bytes, want %d; first line %q",
+		stdout.Len(), want.Len(), strings.SplitN(stdout.String(), "\n", 2)[0])
+	assert.Equal(t, "to stderr\n", stderr.String())
+	assert.NotEmpty(t, res.Kernel)
+	assert.Greater(t, res.Boot, time.Duration(0))
+	t.Logf("kernel %s: boot %v, command %v, wall %v", res.Kernel, res.Boot, res.Command, res.Wall)
+}
+
+// TestRunSetupFailure checks that a failure in the VM before the command
+// is ErrVM, not an exit status, and says what failed.
+func TestRunSetupFailure(t *testing.T) {
+	RequireVM(t, SetupNone)
+	ran := false
+	res, err := Run(t.Context(), Options{Setup: SetupNone, Dir: "/nonexistent/vmtest"}, "true")
+	var vmErr *VMError
+	require.ErrorAs(t, err, &vmErr, "result %+v", res)
+	assert.ErrorIs(t, err, ErrVM)
+	assert.Contains(t, vmErr.SetupLog, "cd /nonexistent/vmtest")
+	assert.Contains(t, err.Error(), "setup log")
+	assert.False(t, ran)
+}
+
+// TestRunTimeout checks that Options.Timeout kills the VM and is
+// ErrTimeout.
+func TestRunTimeout(t *testing.T) {
+	RequireVM(t, SetupNone)
+	start := time.Now()
+	_, err := Run(t.Context(), Options{Setup: SetupNone, Timeout: 3 * time.Second}, "sleep", "3600")
+	assert.ErrorIs(t, err, ErrTimeout)
+	assert.Less(t, time.Since(start), time.Minute)
+}
+
+// TestRunCancel checks that cancelling the context kills the VM and is
+// the context's error, not a VM failure.
+func TestRunCancel(t *testing.T) {
+	RequireVM(t, SetupNone)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	_, err := Run(ctx, Options{Setup: SetupNone}, "sleep", "3600")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.False(t, errors.Is(err, ErrTimeout) || errors.Is(err, ErrVM), "%v", err)
+}
+
+// TestRunBadOptions checks that bad options are refused before anything
+// starts (no root, QEMU or kernel needed).
+func TestRunBadOptions(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/file"
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	for _, tc := range []struct {
+		name string
+		opts Options
+		argv []string
+		want string
+	}{
+		{"no command", Options{}, nil, "no command"},
+		{"empty command", Options{}, []string{""}, "no command"},
+		{"= in command", Options{}, []string{"A=B"}, "contains '='"},
+		{"setup", Options{Setup: 7}, []string{"true"}, "unknown Setup(7)"},
+		{"vg name", Options{VG: "-vg"}, []string{"true"}, "not a valid LVM name"},
+		{"pool name", Options{ThinPool: "a/b"}, []string{"true"}, "not a valid LVM name"},
+		{"small disk", Options{DiskSize: 1 << 20}, []string{"true"}, "disk size"},
+		{"pool too big", Options{DiskSize: 1 << 30, PoolSize: 1 << 30}, []string{"true"}, "does not fit"},
+		{"memory", Options{Mem: 16}, []string{"true"}, "too little"},
+		{"timeout", Options{Timeout: -time.Second}, []string{"true"}, "negative timeout"},
+		{"env", Options{Env: []string{"NOVALUE"}}, []string{"true"}, "not NAME=VALUE"},
+		{"env name", Options{Env: []string{"A-B=1"}}, []string{"true"}, "not NAME=VALUE"},
+		{"module", Options{Modules: []string{"../x"}}, []string{"true"}, "not a kernel module name"},
+		{"dir", Options{Dir: "relative"}, []string{"true"}, "not absolute"},
+		{"rw relative", Options{RW: []string{"relative"}}, []string{"true"}, "not absolute"},
+		{"rw missing", Options{RW: []string{dir + "/missing"}}, []string{"true"}, "no such file"},
+		{"rw file", Options{RW: []string{file}}, []string{"true"}, "not a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(EnvCache, dir+"/cache") // a run that went on would show here
+			_, err := Run(t.Context(), tc.opts, tc.argv...)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NoDirExists(t, dir+"/cache")
+		})
+	}
+}
+
+// TestRunTestsInVMRefuses checks that RunTests inside the VM fails
+// instead of recursing.
+func TestInVMReported(t *testing.T) {
+	t.Setenv(EnvInVM, "1")
+	assert.True(t, InVM())
+	t.Setenv(EnvInVM, "")
+	assert.False(t, InVM())
+}
