@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,38 @@ exit 3`)
 	assert.NotEmpty(t, res.Kernel)
 	assert.Greater(t, res.Boot, time.Duration(0))
 	t.Logf("kernel %s: boot %v, command %v, wall %v", res.Kernel, res.Boot, res.Command, res.Wall)
+}
+
+// TestRunOptions checks Options.Modules (dm-crypt with the xts and ecb
+// templates it asks the crypto API for: an aes-xts-plain64 device works)
+// and Options.RW (a file written there in the VM is on the host), and
+// that a write to /tmp stays in the VM.
+func TestRunOptions(t *testing.T) {
+	RequireVM(t, SetupNone)
+	rw := t.TempDir()
+	probe := filepath.Join(os.TempDir(), fmt.Sprintf("vmtest-probe-%d", time.Now().UnixNano()))
+	var stdout, stderr bytes.Buffer
+	res, err := Run(t.Context(), Options{
+		Setup:   SetupNone,
+		Modules: []string{"dm-crypt", "xts", "ecb"},
+		RW:      []string{rw},
+		Stdout:  &stdout,
+		Stderr:  &stderr,
+	}, "sh", "-euc", `echo in-vm >"$1/written"
+: >"$2"
+truncate -s 8M /tmp/crypt.img
+dev=$(losetup --find --show /tmp/crypt.img)
+dmsetup create vmtestcrypt --table "0 16384 crypt aes-xts-plain64 $(printf '%064d' 0) 0 $dev 0"
+dmsetup table vmtestcrypt | cut -d' ' -f3,4
+dmsetup remove vmtestcrypt
+losetup -d "$dev"`, "sh", rw, probe)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode, "stderr: %s", stderr.String())
+	assert.Equal(t, "crypt aes-xts-plain64\n", stdout.String())
+	data, err := os.ReadFile(filepath.Join(rw, "written"))
+	require.NoError(t, err)
+	assert.Equal(t, "in-vm\n", string(data))
+	assert.NoFileExists(t, probe, "a write to /tmp in the VM reached the host")
 }
 
 // TestRunSetupFailure checks that a failure in the VM before the command
