@@ -66,7 +66,8 @@ staticcheck-install:
 	fi
 
 ## test: the full suite, as CI runs it: the static checks first, then real
-## btrfs, XFS and ext4 on loop devices (root), nothing skipped
+## btrfs, XFS and ext4 on loop devices (root), the device-mapper tests in a
+## QEMU VM (internal/vmtest; the first run downloads its kernel), nothing skipped
 ## (VMPOOL_REQUIRE=all), the race detector, a one-iteration run of every
 ## benchmark and a short run of every fuzz target.
 test: check deps unit bench-smoke fuzz-smoke
