@@ -2,20 +2,30 @@ package vmtest
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/vmpool/vmpool/internal/testenv"
 )
 
-// EnvRun, when set, is passed to the in-VM test binary as -test.run, so
-// that RunTests runs only the in-VM tests it matches.
+// EnvRun, when set, is a regular expression: RunTests runs only the in-VM
+// tests whose names it matches.
 const EnvRun = "VMPOOL_VMTEST_RUN"
 
 // RequireVM skips or fails t (testenv.Need: skip by default, fail under
@@ -40,13 +50,15 @@ func RequireVM(t testing.TB, setup Setup) {
 // RunTests runs the in-VM tests of a package in a VM (see the package
 // doc for the convention). It builds the test binary of the current
 // directory, the package under test, with `CGO_ENABLED=0 go test -c -tags
-// vmtest` (the package named by pkg instead, if given), boots a VM with
-// opts and runs the binary there with -test.v, args after it, in the
-// package's directory. The binary's output goes to the test log as it
-// comes. t fails when the VM fails (with its logs), when the binary exits
-// non-zero, prints no PASS line or has no tests to run. One line of the
-// log says that the tests ran in the VM, on which kernel and how long
-// boot and tests took.
+// vmtest`, boots a VM with opts and runs the binary there, in the
+// package's directory, with -test.v, a -test.run that selects the tests
+// of the package's //go:build vmtest files (the untagged tests compiled
+// into it ran on the host already), and args after them. The binary's
+// output goes to the test log as it comes. t fails when the package has
+// no in-VM tests, when the VM fails (with its logs), when the binary
+// exits non-zero, prints no PASS line or has no tests to run. One line of
+// the log says that the tests ran in the VM, on which kernel and how long
+// the build, the boot and the tests took.
 //
 // VMPOOL_REQUIRE is passed on, so a prerequisite an in-VM test misses
 // fails there as it would here; -test.short too. Options.Timeout
@@ -89,12 +101,25 @@ func runTests(t *testing.T, opts Options, pkg string, args ...string) {
 		t.Fatalf("build the in-VM tests: %s wrote no test binary (a package without test files?)", strings.Join(build.Args, " "))
 	}
 	buildTime := time.Since(start)
-	if pkg != "" && opts.Dir == "" {
-		out, err := exec.CommandContext(ctx, "go", "list", "-f", "{{.Dir}}", pkg).Output()
+	dir, names, err := vmTests(ctx, pkg)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	if opts.Dir == "" {
+		opts.Dir = dir
+	}
+	if len(names) == 0 {
+		t.Fatalf("vmtest: no in-VM tests to run: no Test functions in the package's //go:build vmtest files")
+	}
+	if r := os.Getenv(EnvRun); r != "" {
+		re, err := regexp.Compile(r)
 		if err != nil {
-			t.Fatalf("go list %s: %v", pkg, err)
+			t.Fatalf("vmtest: %s: %v", EnvRun, err)
 		}
-		opts.Dir = strings.TrimSpace(string(out))
+		names = slices.DeleteFunc(names, func(n string) bool { return !re.MatchString(n) })
+		if len(names) == 0 {
+			t.Skipf("vmtest: no in-VM test matches %s=%q", EnvRun, r)
+		}
 	}
 
 	if opts.Timeout == 0 {
@@ -110,9 +135,7 @@ func runTests(t *testing.T, opts Options, pkg string, args ...string) {
 	if testing.Short() {
 		targs = append(targs, "-test.short")
 	}
-	if r := os.Getenv(EnvRun); r != "" {
-		targs = append(targs, "-test.run="+r)
-	}
+	targs = append(targs, "-test.run=^("+strings.Join(names, "|")+")$")
 	targs = append(targs, args...)
 	if r, ok := os.LookupEnv(testenv.EnvRequire); ok {
 		opts.Env = append([]string{testenv.EnvRequire + "=" + r}, opts.Env...)
@@ -137,6 +160,67 @@ func runTests(t *testing.T, opts Options, pkg string, args ...string) {
 	case !log.pass:
 		t.Fatalf("in-VM tests: exit status 0 but no PASS line")
 	}
+}
+
+// vmTests returns the directory of package pkg ("": the current
+// directory's) and the names of the tests in its //go:build vmtest files:
+// those of its test files with -tags vmtest that it does not have
+// without. Only they run in the VM; the untagged tests, compiled into the
+// binary too, run on the host.
+func vmTests(ctx context.Context, pkg string) (string, []string, error) {
+	list := func(tags ...string) (string, []string, error) {
+		args := append([]string{"list"}, tags...)
+		args = append(args, "-f", "{{.Dir}}\n{{range .TestGoFiles}}{{.}}\n{{end}}{{range .XTestGoFiles}}{{.}}\n{{end}}")
+		if pkg != "" {
+			args = append(args, pkg)
+		}
+		out, err := exec.CommandContext(ctx, "go", args...).Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+			}
+			return "", nil, fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return lines[0], lines[1:], nil
+	}
+	dir, tagged, err := list("-tags", "vmtest")
+	if err != nil {
+		return "", nil, err
+	}
+	_, untagged, err := list()
+	if err != nil {
+		return "", nil, err
+	}
+	var names []string
+	fset := token.NewFileSet()
+	for _, f := range tagged {
+		if slices.Contains(untagged, f) {
+			continue
+		}
+		file, err := parser.ParseFile(fset, filepath.Join(dir, f), nil, parser.SkipObjectResolution)
+		if err != nil {
+			return "", nil, err
+		}
+		for _, d := range file.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && isTestName(fn.Name.Name) {
+				names = append(names, fn.Name.Name)
+			}
+		}
+	}
+	return dir, names, nil
+}
+
+// isTestName reports whether name is the name of a test function as go
+// test sees it: Test, then nothing or not a lower-case letter.
+func isTestName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "Test")
+	if !ok {
+		return false
+	}
+	r, _ := utf8.DecodeRuneInString(rest)
+	return name != "TestMain" && (rest == "" || !unicode.IsLower(r))
 }
 
 // lockedWriter serialises the writes of the stdout and stderr relays.
