@@ -401,11 +401,12 @@ func debTar(ctx context.Context, deb string, fn func(hdr *tar.Header, r io.Reade
 	return walkErr
 }
 
-// extractKernel keeps, of a kernel package, the bzImage (vmlinuz), its
-// config, modules.builtin and the modules under moduleDirs, uncompressed
-// and flat (modules/NAME.ko); and unpacks the bzImage into an ELF vmlinux
-// when the kernel can boot that way (CONFIG_PVH) and the payload's
-// decompressor is at hand.
+// extractKernel keeps, of a kernel package, the kernel, its config,
+// modules.builtin and the modules under moduleDirs, uncompressed and flat
+// (modules/NAME.ko). The kernel is the ELF vmlinux unpacked from the
+// bzImage when the kernel can boot that way (CONFIG_PVH) and the
+// payload's decompressor is at hand, else the bzImage (vmlinuz; then
+// vmlinux.skipped says why).
 func extractKernel(ctx context.Context, deb, dst string) error {
 	mods := filepath.Join(dst, "modules")
 	if err := os.Mkdir(mods, 0o755); err != nil {
@@ -451,9 +452,9 @@ func extractKernel(ctx context.Context, deb, dst string) error {
 	}
 	if err := unpackVmlinux(ctx, filepath.Join(dst, "vmlinuz"), filepath.Join(dst, "config"), filepath.Join(dst, "vmlinux")); err != nil {
 		// Not fatal: the bzImage boots too, only slower.
-		_ = os.WriteFile(filepath.Join(dst, "vmlinux.skipped"), []byte(err.Error()+"\n"), 0o644)
+		return os.WriteFile(filepath.Join(dst, "vmlinux.skipped"), []byte(err.Error()+"\n"), 0o644)
 	}
-	return nil
+	return os.Remove(filepath.Join(dst, "vmlinuz")) // not needed any more
 }
 
 // writeModule writes a module uncompressed: comp is what followed ".ko"
