@@ -55,7 +55,8 @@ func TestParseModinfoRefuses(t *testing.T) {
 }
 
 // FuzzParseModinfo: .modinfo comes from a downloaded package. The parser
-// never panics, and whatever names it accepts are safe file names.
+// never panics, whatever names it accepts are safe file names, and the
+// load order of what it accepts ends.
 func FuzzParseModinfo(f *testing.F) {
 	f.Add(modinfoSection("depends=dm-mod,dm-bufio", "softdep=pre: crc32c", "name=dm_thin_pool", "alias=x"))
 	f.Add([]byte("softdep=pre: a post: b\x00\x00name=x"))
@@ -73,6 +74,23 @@ func FuzzParseModinfo(f *testing.F) {
 			if !validModule(n) || strings.ContainsAny(n, "/-.") {
 				t.Fatalf("accepted module name %q", n)
 			}
+		}
+		// Every module the section names has this same modinfo: a graph
+		// full of cycles. The order ends, and names each module once.
+		src := fakeModules{mods: map[string]modinfo{"x": mi}}
+		for _, n := range names {
+			src.mods[n] = mi
+		}
+		order, err := moduleOrder(src, []string{"x"})
+		if err != nil {
+			t.Fatalf("moduleOrder: %v", err)
+		}
+		seen := map[string]bool{}
+		for _, m := range order {
+			if seen[m] {
+				t.Fatalf("%s twice in %v", m, order)
+			}
+			seen[m] = true
 		}
 	})
 }

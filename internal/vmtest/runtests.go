@@ -61,10 +61,11 @@ func RequireVM(t testing.TB, setup Setup) {
 // the build, the boot and the tests took.
 //
 // VMPOOL_REQUIRE is passed on, so a prerequisite an in-VM test misses
-// fails there as it would here; -test.short too. Options.Timeout
-// defaults to what is left of the test binary's -timeout (less a minute to
-// report), and the in-VM binary's -test.timeout is set a little shorter,
-// so that a hung test prints its goroutines before QEMU is killed.
+// fails there as it would here; -test.short too. Options.Timeout is cut
+// to what is left of the test binary's -timeout less a minute (to report
+// the VM's logs), and the in-VM binary's -test.timeout is set a little
+// shorter, so that a hung test prints its goroutines before QEMU is
+// killed.
 func RunTests(t *testing.T, opts Options, args ...string) {
 	t.Helper()
 	runTests(t, opts, "", args...)
@@ -124,14 +125,18 @@ func runTests(t *testing.T, opts Options, pkg string, args ...string) {
 
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultTimeout
-		if dl, ok := t.Deadline(); ok {
-			opts.Timeout = time.Until(dl) - time.Minute
-			if opts.Timeout < time.Minute {
-				t.Fatalf("vmtest: only %v left before the test binary's deadline", time.Until(dl).Round(time.Second))
-			}
+	}
+	if dl, ok := t.Deadline(); ok && time.Until(dl)-time.Minute < opts.Timeout {
+		// Stop the VM while there is time to print its logs.
+		opts.Timeout = time.Until(dl) - time.Minute
+		if opts.Timeout < time.Minute {
+			t.Fatalf("vmtest: only %v left before the test binary's deadline", time.Until(dl).Round(time.Second))
 		}
 	}
-	targs := []string{"-test.v", "-test.timeout=" + (opts.Timeout - opts.Timeout/10 - 5*time.Second).String()}
+	targs := []string{"-test.v"}
+	if inner := opts.Timeout - opts.Timeout/10 - 5*time.Second; inner >= 10*time.Second {
+		targs = append(targs, "-test.timeout="+inner.String())
+	}
 	if testing.Short() {
 		targs = append(targs, "-test.short")
 	}
