@@ -41,8 +41,10 @@ deps:
 build:
 	$(GO) build ./...
 
+# -tags vmtest: the in-VM test files (internal/vmtest) are checked too.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags vmtest ./...
 
 ## check: the static checks, no root needed: go vet, gofmt (fails if a file
 ## needs formatting) and staticcheck (fails on any finding).
@@ -55,6 +57,7 @@ gofmt-check:
 
 staticcheck: staticcheck-install
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags vmtest ./...
 
 # go version -m names the Go that built the binary and the module version.
 staticcheck-install:

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,16 +141,26 @@ func TestCPIOBusyboxExtracts(t *testing.T) {
 	assert.Equal(t, "e/f", target)
 }
 
-// requireAssets returns the cached kernel and busybox, fetching them if
-// need be; without apt or the network it skips (fails under
-// VMPOOL_REQUIRE=all).
+// requireAssets returns the cached kernel and busybox. As root it
+// fetches them if need be (as TestInVM would); otherwise a test that
+// needs them skips when they are not cached (or fails under
+// VMPOOL_REQUIRE=all), so that an unprivileged go test ./... does not
+// download a kernel.
 func requireAssets(t *testing.T) *assets {
 	t.Helper()
-	a, err := prepare(t.Context())
+	var a *assets
+	var err error
+	if os.Geteuid() == 0 {
+		a, err = prepare(t.Context())
+	} else if cache, cerr := CacheDir(); cerr != nil {
+		err = cerr
+	} else if a, err = readCurrent(cache); err == nil && !a.complete() {
+		err = fmt.Errorf("the cache %s is incomplete", cache)
+	}
 	why := ""
 	if err != nil {
 		why = err.Error()
 	}
-	testenv.Need(t, err == nil, "vmtest-kernel", "the VM's kernel and busybox: "+why)
+	testenv.Need(t, err == nil, "vmtest-kernel", "the VM's kernel and busybox (a test run as root fetches them): "+why)
 	return a
 }
