@@ -32,6 +32,7 @@ const (
 	SetupNone
 )
 
+// String names the setup ("thin pool", "VG", "none").
 func (s Setup) String() string {
 	switch s {
 	case SetupThinPool:
@@ -170,9 +171,9 @@ func InVM() bool { return os.Getenv(EnvInVM) == "1" }
 // EnvInVM is set to 1 in the environment of a command run by Run.
 const EnvInVM = "VMPOOL_IN_VM"
 
-// QEMU is the QEMU binary Run starts (TCG: KVM does not work on our
-// hosts).
-const QEMU = "qemu-system-x86_64"
+// qemuBinary is the QEMU Run starts, always with TCG: KVM does not work
+// on our hosts (their /dev/kvm is kvm-pvm).
+const qemuBinary = "qemu-system-x86_64"
 
 var (
 	lvmNameRE = regexp.MustCompile(`^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$`)
@@ -304,8 +305,8 @@ func Run(ctx context.Context, opts Options, argv ...string) (*Result, error) {
 	if strings.Contains(argv[0], "=") {
 		return nil, fmt.Errorf("vmtest: command %q contains '='", argv[0])
 	}
-	if _, err := exec.LookPath(QEMU); err != nil {
-		return nil, fmt.Errorf("vmtest: %s is not installed (make deps): %w", QEMU, err)
+	if _, err := exec.LookPath(qemuBinary); err != nil {
+		return nil, fmt.Errorf("vmtest: %s is not installed (make deps): %w", qemuBinary, err)
 	}
 	if o.Setup != SetupNone {
 		if _, err := exec.LookPath("lvm"); err != nil {
@@ -518,7 +519,7 @@ func (v *vm) boot(ctx context.Context) (*Result, error) {
 
 	tctx, cancel := context.WithTimeout(ctx, v.opts.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(tctx, QEMU, v.qemuArgs()...)
+	cmd := exec.CommandContext(tctx, qemuBinary, v.qemuArgs()...)
 	cmd.Stdout = qlog
 	cmd.Stderr = qlog
 	// QEMU dies with us (a test binary killed by go test's timeout).
@@ -548,7 +549,7 @@ func (v *vm) boot(ctx context.Context) (*Result, error) {
 	case tctx.Err() != nil:
 		return res, v.vmError(ErrTimeout, fmt.Sprintf("the run did not end within %v (QEMU killed)", v.opts.Timeout))
 	case err != nil:
-		return res, v.vmError(ErrVM, fmt.Sprintf("%s: %v", QEMU, err))
+		return res, v.vmError(ErrVM, fmt.Sprintf("%s: %v", qemuBinary, err))
 	case rcErr != nil:
 		return res, v.vmError(ErrVM, "the VM ended without running stage 2 to its end")
 	case fileExists(filepath.Join(v.xfer, xferSetupFailed)) || err0 != nil:

@@ -35,7 +35,7 @@ const EnvRun = "VMPOOL_VMTEST_RUN"
 func RequireVM(t testing.TB, setup Setup) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, QEMU)
+	testenv.RequireCommand(t, qemuBinary)
 	if setup != SetupNone {
 		testenv.RequireCommand(t, "lvm")
 	}
