@@ -256,8 +256,8 @@ func (o Options) withDefaults() (Options, error) {
 		if st, err := os.Stat(real); err != nil || !st.IsDir() {
 			return o, fmt.Errorf("vmtest: read-write directory %q is not a directory", d)
 		}
-		if strings.ContainsAny(real, ",\n") {
-			return o, fmt.Errorf("vmtest: read-write directory %q: QEMU cannot share a path with ',' or a newline", d)
+		if strings.ContainsRune(real, '\n') {
+			return o, fmt.Errorf("vmtest: read-write directory %q: a path with a newline cannot be mounted", d)
 		}
 		rw = append(rw, real)
 	}
@@ -417,12 +417,14 @@ func homeDir() string {
 }
 
 func (v *vm) qemuArgs() []string {
-	p := func(name string) string { return filepath.Join(v.run, name) }
+	// In QEMU's option syntax a ',' in a value is written ",,".
+	esc := func(path string) string { return strings.ReplaceAll(path, ",", ",,") }
+	p := func(name string) string { return esc(filepath.Join(v.run, name)) }
 	args := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "qemu64,+rdrand",
 		"-m", strconv.Itoa(v.opts.Mem), "-smp", "1",
-		"-kernel", v.assets.image(), "-initrd", p("initrd.cpio"),
+		"-kernel", v.assets.image(), "-initrd", filepath.Join(v.run, "initrd.cpio"),
 		"-append", strings.TrimSpace("console=ttyS0 panic=-1 reboot=t loglevel=4 tsc=reliable 8250.nr_uarts=1 " + os.Getenv(EnvAppend)),
 		"-chardev", "file,id=con,path=" + p("console.log"),
 		"-serial", "chardev:con",
@@ -433,14 +435,14 @@ func (v *vm) qemuArgs() []string {
 		"-device", "virtserialport,bus=vser0.0,chardev=err,name=vmtest.err",
 		"-fsdev", "local,id=vmroot,path=/,security_model=none,readonly=on,multidevs=remap",
 		"-device", "virtio-9p-pci,fsdev=vmroot,mount_tag=vmroot",
-		"-fsdev", "local,id=vmxfer,path=" + v.xfer + ",security_model=none",
+		"-fsdev", "local,id=vmxfer,path=" + esc(v.xfer) + ",security_model=none",
 		"-device", "virtio-9p-pci,fsdev=vmxfer,mount_tag=vmxfer",
 		"-drive", "file=" + p("disk.img") + ",format=raw,if=none,id=disk0,cache=unsafe,discard=unmap,detect-zeroes=unmap",
 		"-device", "virtio-blk-pci,drive=disk0",
 	}
 	for i, d := range v.opts.RW {
 		args = append(args,
-			"-fsdev", fmt.Sprintf("local,id=vmrw%d,path=%s,security_model=none,multidevs=remap", i, d),
+			"-fsdev", fmt.Sprintf("local,id=vmrw%d,path=%s,security_model=none,multidevs=remap", i, esc(d)),
 			"-device", fmt.Sprintf("virtio-9p-pci,fsdev=vmrw%d,mount_tag=vmrw%d", i, i))
 	}
 	return args

@@ -57,12 +57,18 @@ exit 3`)
 // TestRunOptions checks Options.Modules (dm-crypt with the xts and ecb
 // templates it asks the crypto API for: an aes-xts-plain64 device works)
 // and Options.RW (a file written there in the VM is on the host), and
-// that a write to /tmp stays in the VM.
+// that a write to /tmp stays in the VM. The run directory and the shared
+// one have a comma in their paths (QEMU's option syntax).
 func TestRunOptions(t *testing.T) {
 	RequireVM(t, SetupNone)
-	rw := t.TempDir()
+	base := t.TempDir()
+	rw := filepath.Join(base, "rw, 1")
+	tmp := filepath.Join(base, "tmp,2")
+	require.NoError(t, os.Mkdir(rw, 0o755))
+	require.NoError(t, os.Mkdir(tmp, 0o755))
 	probe := filepath.Join(os.TempDir(), fmt.Sprintf("vmtest-probe-%d", time.Now().UnixNano()))
 	var stdout, stderr bytes.Buffer
+	t.Setenv("TMPDIR", tmp) // where Run makes its run directory
 	res, err := Run(t.Context(), Options{
 		Setup:   SetupNone,
 		Modules: []string{"dm-crypt", "xts", "ecb"},
@@ -80,6 +86,9 @@ losetup -d "$dev"`, "sh", rw, probe)
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitCode, "stderr: %s", stderr.String())
 	assert.Equal(t, "crypt aes-xts-plain64\n", stdout.String())
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	assert.Empty(t, left, "the run directory is removed")
 	data, err := os.ReadFile(filepath.Join(rw, "written"))
 	require.NoError(t, err)
 	assert.Equal(t, "in-vm\n", string(data))
