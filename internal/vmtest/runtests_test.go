@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,6 +21,11 @@ func TestVMTests(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, wd, dir)
 	assert.Equal(t, []string{"TestVMEnvironment", "TestDMTargets", "TestThinPool", "TestLoopDevice", "TestChildExit"}, names)
+
+	dir, names, err = vmTests(t.Context(), "./testdata/consumer")
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(wd, "testdata", "consumer"), dir)
+	assert.Equal(t, []string{"TestAnswerInVM"}, names)
 
 	dir, names, err = vmTests(t.Context(), "github.com/vmpool/vmpool/internal/testenv")
 	require.NoError(t, err)

@@ -23,6 +23,14 @@ func TestInVM(t *testing.T) {
 	RunTests(t, Options{})
 }
 
+// TestRunPackageTests runs the in-VM tests of another package, the
+// fixture testdata/consumer: its tagged test runs in the VM, in the
+// package's directory, with the caller's environment; its untagged test,
+// which fails in the VM, is not run there.
+func TestRunPackageTests(t *testing.T) {
+	RunPackageTests(t, Options{Setup: SetupNone, Env: []string{"CONSUMER=yes"}}, "./testdata/consumer")
+}
+
 // TestRunResult checks what Run hands back: the exit status, stdout and
 // stderr byte for byte (half a MiB of it), the environment, the working
 // directory, and that SetupNone leaves VMTEST_VG unset.
