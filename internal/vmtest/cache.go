@@ -133,6 +133,13 @@ func prepare(ctx context.Context) (*assets, error) {
 		return nil, fmt.Errorf("vmtest cache: %w", err)
 	}
 	defer lock.Unlock()
+	// Leftovers of a preparation that was killed: nobody else prepares
+	// while we hold the lock.
+	if tmps, err := filepath.Glob(filepath.Join(cache, ".tmp-*")); err == nil {
+		for _, tmp := range tmps {
+			_ = os.RemoveAll(tmp)
+		}
+	}
 	if !refresh { // another process may have finished it while we waited
 		if a, err := readCurrent(cache); err == nil && a.complete() {
 			return a, nil

@@ -151,6 +151,23 @@ func TestPrepareLocks(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(cache, "busybox-static_1_1.0-1", completeFile))
 }
 
+// TestPrepareRemovesLeftovers checks that a preparation removes what a
+// killed one left (with apt missing, it fails after that).
+func TestPrepareRemovesLeftovers(t *testing.T) {
+	cache := fakeCache(t)
+	require.NoError(t, os.Remove(filepath.Join(cache, currentFile)))
+	left := filepath.Join(cache, ".tmp-123", "entry")
+	require.NoError(t, os.MkdirAll(left, 0o755))
+	t.Setenv(EnvCache, cache)
+	t.Setenv(EnvRefresh, "")
+	t.Setenv(EnvKernelPackage, "")
+	t.Setenv("PATH", "")
+	_, err := prepare(t.Context())
+	assert.ErrorContains(t, err, "apt-get")
+	assert.NoDirExists(t, filepath.Join(cache, ".tmp-123"))
+	assert.DirExists(t, filepath.Join(cache, "busybox-static_1_1.0-1"))
+}
+
 func TestReadCurrentRefuses(t *testing.T) {
 	for _, data := range []string{
 		`{`,
