@@ -43,11 +43,13 @@ const kernelFlavour = "amd64"
 
 // moduleDirs are the parts of a kernel package's module tree that are
 // kept in the cache: what DefaultModules need, and what callers may add
-// (dm-crypt, dm-flakey, their crypto dependencies).
+// (dm-crypt, dm-flakey, their crypto dependencies, the filesystems the
+// drivers' tests make: ext4, btrfs, XFS).
 var moduleDirs = []string{
 	"drivers/md/", "drivers/virtio/", "drivers/block/", "drivers/char/hw_random/",
 	"drivers/char/virtio_console.ko",
 	"fs/9p/", "net/9p/", "fs/netfs/", "fs/fscache/", "fs/overlayfs/",
+	"fs/ext4/", "fs/jbd2/", "fs/mbcache.ko", "fs/btrfs/", "fs/xfs/",
 	"lib/", "crypto/", "arch/x86/crypto/",
 }
 
@@ -90,19 +92,25 @@ func (a *assets) busyboxPath() string { return filepath.Join(a.cache, a.Busybox,
 const (
 	completeFile = ".complete" // written last into a finished cache entry
 	currentFile  = "current.json"
+	// cacheLayout is the first line of a finished entry's .complete: it
+	// changes when an entry holds other files (say, more module
+	// directories), and an entry of another layout is fetched again.
+	cacheLayout = "vmtest cache layout 2"
 )
 
-func (a *assets) complete() bool {
-	for _, p := range []string{
-		filepath.Join(a.cache, a.KernelDir, completeFile),
-		filepath.Join(a.cache, a.Busybox, completeFile),
-		a.busyboxPath(), a.modules(),
-	} {
-		if _, err := os.Stat(p); err != nil {
-			return false
-		}
+// entryComplete reports whether the cache entry dir is finished, in the
+// current layout.
+func entryComplete(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, completeFile))
+	if err != nil {
+		return false
 	}
-	return true
+	first, _, _ := strings.Cut(string(data), "\n")
+	return first == cacheLayout
+}
+
+func (a *assets) complete() bool {
+	return entryComplete(filepath.Join(a.cache, a.KernelDir)) && entryComplete(filepath.Join(a.cache, a.Busybox))
 }
 
 // prepareMu serialises preparation within this process; the flock on the
@@ -190,12 +198,12 @@ func fetchAssets(ctx context.Context, cache string) (*assets, error) {
 		KernelDir: cacheName(kpkg, kver),
 		Busybox:   cacheName("busybox-static", bver),
 	}
-	if _, err := os.Stat(filepath.Join(cache, a.KernelDir, completeFile)); err != nil {
+	if !entryComplete(filepath.Join(cache, a.KernelDir)) {
 		if err := fetchEntry(ctx, cache, a.KernelDir, kpkg, extractKernel); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := os.Stat(filepath.Join(cache, a.Busybox, completeFile)); err != nil {
+	if !entryComplete(filepath.Join(cache, a.Busybox)) {
 		if err := fetchEntry(ctx, cache, a.Busybox, "busybox-static", extractBusybox); err != nil {
 			return nil, err
 		}
@@ -239,7 +247,7 @@ func fetchEntry(ctx context.Context, cache, name, pkg string, extract func(ctx c
 	if err := extract(ctx, debs[0], dst); err != nil {
 		return fmt.Errorf("unpack %s: %w", filepath.Base(debs[0]), err)
 	}
-	if err := os.WriteFile(filepath.Join(dst, completeFile), []byte(filepath.Base(debs[0])+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dst, completeFile), []byte(cacheLayout+"\n"+filepath.Base(debs[0])+"\n"), 0o644); err != nil {
 		return err
 	}
 	final := filepath.Join(cache, name)

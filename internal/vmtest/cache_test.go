@@ -96,8 +96,10 @@ func TestCachedKernel(t *testing.T) {
 	for _, m := range mods {
 		assert.Equal(t, ".ko", filepath.Ext(m), m)
 	}
-	_, err = readModinfo(filepath.Join(a.modules(), "dm_thin_pool.ko"))
-	assert.NoError(t, err)
+	for _, m := range []string{"dm_thin_pool", "dm_crypt", "ext4", "btrfs", "xfs"} {
+		_, err = readModinfo(filepath.Join(a.modules(), m+".ko"))
+		assert.NoError(t, err)
+	}
 }
 
 // fakeCache makes a cache that a completed download would have left,
@@ -109,8 +111,11 @@ func fakeCache(t *testing.T) string {
 	b := filepath.Join(cache, "busybox-static_1_1.0-1")
 	require.NoError(t, os.MkdirAll(filepath.Join(k, "modules"), 0o755))
 	require.NoError(t, os.MkdirAll(b, 0o755))
-	for _, f := range []string{filepath.Join(k, completeFile), filepath.Join(k, "vmlinuz"), filepath.Join(b, completeFile), filepath.Join(b, "busybox")} {
+	for _, f := range []string{filepath.Join(k, "vmlinuz"), filepath.Join(b, "busybox")} {
 		require.NoError(t, os.WriteFile(f, nil, 0o644))
+	}
+	for _, f := range []string{filepath.Join(k, completeFile), filepath.Join(b, completeFile)} {
+		require.NoError(t, os.WriteFile(f, []byte(cacheLayout+"\nx.deb\n"), 0o644))
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(cache, currentFile),
 		[]byte(`{"kernel": "linux-image-6.1.0-1-amd64_6.1.1-1", "busybox": "busybox-static_1_1.0-1"}`), 0o644))
@@ -137,7 +142,8 @@ func TestPrepareOffline(t *testing.T) {
 func TestPrepareLocks(t *testing.T) {
 	testenv.RequireCommand(t, "flock")
 	cache := fakeCache(t)
-	require.NoError(t, os.Remove(filepath.Join(cache, "busybox-static_1_1.0-1", completeFile))) // incomplete
+	// An entry of an older layout is fetched again.
+	require.NoError(t, os.WriteFile(filepath.Join(cache, "busybox-static_1_1.0-1", completeFile), []byte("x.deb\n"), 0o644))
 	t.Setenv(EnvCache, cache)
 	t.Setenv(EnvRefresh, "")
 	t.Setenv(EnvKernelPackage, "")
@@ -148,7 +154,9 @@ func TestPrepareLocks(t *testing.T) {
 	_, err := prepare(ctx)
 	assert.ErrorIs(t, err, fsutil.ErrLocked)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.NoFileExists(t, filepath.Join(cache, "busybox-static_1_1.0-1", completeFile))
+	data, err := os.ReadFile(filepath.Join(cache, "busybox-static_1_1.0-1", completeFile))
+	require.NoError(t, err)
+	assert.Equal(t, "x.deb\n", string(data), "the entry was left alone")
 }
 
 // TestPrepareRemovesLeftovers checks that a preparation removes what a

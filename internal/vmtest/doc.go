@@ -16,7 +16,9 @@
 // disk (/dev/vda) is, as Options.Setup says, left empty, made a VG, or a
 // VG with a thin pool. The command runs with a minimal environment (PATH,
 // HOME, TMPDIR=/tmp, LANG=C.UTF-8, VMPOOL_IN_VM=1, VMTEST_DISK, VMTEST_VG
-// and VMTEST_THINPOOL when they exist, then Options.Env); its stdout and
+// and VMTEST_THINPOOL when they exist, DM_DISABLE_UDEV=1 so that dmsetup
+// and cryptsetup make their /dev/mapper nodes without udev as lvm does,
+// then Options.Env); its stdout and
 // stderr come back byte for byte over virtio serial ports, and Run returns
 // its exit status. Nothing persists: the disk and the guest's writes are
 // gone after the run.

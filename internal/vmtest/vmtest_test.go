@@ -63,7 +63,8 @@ exit 3`)
 }
 
 // TestRunOptions checks Options.Modules (dm-crypt with the xts and ecb
-// templates it asks the crypto API for: an aes-xts-plain64 device works)
+// templates it asks the crypto API for, and ext4: an aes-xts-plain64
+// device works and holds an ext4 filesystem)
 // and Options.RW (a file written there in the VM is on the host), and
 // that a write to /tmp stays in the VM. The run directory and the shared
 // one have a comma in their paths (QEMU's option syntax).
@@ -79,7 +80,7 @@ func TestRunOptions(t *testing.T) {
 	t.Setenv("TMPDIR", tmp) // where Run makes its run directory
 	res, err := Run(t.Context(), Options{
 		Setup:   SetupNone,
-		Modules: []string{"dm-crypt", "xts", "ecb"},
+		Modules: []string{"dm-crypt", "xts", "ecb", "ext4"},
 		RW:      []string{rw},
 		Stdout:  &stdout,
 		Stderr:  &stderr,
@@ -89,11 +90,16 @@ truncate -s 8M /tmp/crypt.img
 dev=$(losetup --find --show /tmp/crypt.img)
 dmsetup create vmtestcrypt --table "0 16384 crypt aes-xts-plain64 $(printf '%064d' 0) 0 $dev 0"
 dmsetup table vmtestcrypt | cut -d' ' -f3,4
+mkfs.ext4 -q /dev/mapper/vmtestcrypt
+mkdir /tmp/mnt
+mount /dev/mapper/vmtestcrypt /tmp/mnt
+findmnt -n -o FSTYPE /tmp/mnt
+umount /tmp/mnt
 dmsetup remove vmtestcrypt
 losetup -d "$dev"`, "sh", rw, probe)
 	require.NoError(t, err)
 	require.Equal(t, 0, res.ExitCode, "stderr: %s", stderr.String())
-	assert.Equal(t, "crypt aes-xts-plain64\n", stdout.String())
+	assert.Equal(t, "crypt aes-xts-plain64\next4\n", stdout.String())
 	left, err := os.ReadDir(tmp)
 	require.NoError(t, err)
 	assert.Empty(t, left, "the run directory is removed")
