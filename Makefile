@@ -15,6 +15,11 @@ STATICCHECK := $(TOOLS_BIN)/staticcheck
 
 # Packages the tests and the demo need, as command:package.
 TOOLS := mkfs.btrfs:btrfs-progs mkfs.xfs:xfsprogs mkfs.ext4:e2fsprogs losetup:util-linux blockdev:util-linux
+# internal/vmtest: the QEMU VM (TCG) for the device-mapper tests, the tools
+# its guest runs from the host's root (LVM, dmsetup, thin_check) and those
+# that fetch and unpack its Debian kernel and busybox.
+TOOLS += qemu-system-x86_64:qemu-system-x86 lvm:lvm2 dmsetup:dmsetup thin_check:thin-provisioning-tools \
+	xz:xz-utils dpkg-deb:dpkg apt-get:apt mount:mount
 
 # How long each fuzz target runs in `make test` and in `make fuzz`.
 FUZZTIME ?= 5s
@@ -36,8 +41,10 @@ deps:
 build:
 	$(GO) build ./...
 
+# -tags vmtest: the in-VM test files (internal/vmtest) are checked too.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags vmtest ./...
 
 ## check: the static checks, no root needed: go vet, gofmt (fails if a file
 ## needs formatting) and staticcheck (fails on any finding).
@@ -50,6 +57,7 @@ gofmt-check:
 
 staticcheck: staticcheck-install
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags vmtest ./...
 
 # go version -m names the Go that built the binary and the module version.
 staticcheck-install:
@@ -61,7 +69,8 @@ staticcheck-install:
 	fi
 
 ## test: the full suite, as CI runs it: the static checks first, then real
-## btrfs, XFS and ext4 on loop devices (root), nothing skipped
+## btrfs, XFS and ext4 on loop devices (root), the device-mapper tests in a
+## QEMU VM (internal/vmtest; the first run downloads its kernel), nothing skipped
 ## (VMPOOL_REQUIRE=all), the race detector, a one-iteration run of every
 ## benchmark and a short run of every fuzz target.
 test: check deps unit bench-smoke fuzz-smoke
