@@ -17,9 +17,10 @@ STATICCHECK := $(TOOLS_BIN)/staticcheck
 TOOLS := mkfs.btrfs:btrfs-progs mkfs.xfs:xfsprogs mkfs.ext4:e2fsprogs losetup:util-linux blockdev:util-linux
 # internal/vmtest: the QEMU VM (TCG) for the device-mapper tests, the tools
 # its guest runs from the host's root (LVM, dmsetup, thin_check) and those
-# that fetch and unpack its Debian kernel and busybox.
+# that fetch and unpack its Debian kernel and busybox; cryptsetup for the
+# ephemeral volumes' dm-crypt mappings.
 TOOLS += qemu-system-x86_64:qemu-system-x86 lvm:lvm2 dmsetup:dmsetup thin_check:thin-provisioning-tools \
-	xz:xz-utils dpkg-deb:dpkg apt-get:apt mount:mount
+	xz:xz-utils dpkg-deb:dpkg apt-get:apt mount:mount cryptsetup:cryptsetup-bin
 
 # How long each fuzz target runs in `make test` and in `make fuzz`.
 FUZZTIME ?= 5s
