@@ -77,6 +77,13 @@ func (p *unavailablePool) record(cfg storage.VolumeConfig) (*unavailableVolume, 
 	return v, nil
 }
 
+// forget unregisters a recorded volume (the undo of record).
+func (p *unavailablePool) forget(vid string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.volumes, vid)
+}
+
 func (p *unavailablePool) Name() string   { return p.name }
 func (p *unavailablePool) Driver() string { return p.driver }
 
