@@ -98,8 +98,9 @@ type QubesXMLSkipped struct {
 // records no owner (as a Qubes directory) is claimed by this state; one
 // that records another vmpool state is ErrInUse, as AddPool refuses it
 // (AdoptPool it first, with the same name, driver and parameters, and
-// the import reuses it). A pool whose dir_path is not a directory under
-// opts.Root is ErrNotFound (is Root right, the filesystem mounted?). A
+// the import reuses it). A new pool whose dir_path is not a directory
+// under opts.Root is ErrNotFound (is Root right, the filesystem
+// mounted?), whether its driver is registered or not. A
 // pool whose driver is not registered in this program (lvm_thin before
 // its driver exists, or any other) is recorded as unavailable (see
 // ErrUnavailable), with the volumes that live in it, as recorded. The
@@ -275,15 +276,16 @@ func (imp *qubesImport) planPool(ip *importPool, xmlDir, root string) error {
 			return fmt.Errorf("directory %s is pool %s of qubes.xml too: %w", ip.dir, other, storage.ErrExists)
 		}
 	}
-	if _, err := Driver(ip.driver); err != nil {
-		ip.noDriver = err
-		return nil
-	}
+	// Checked for an unavailable pool too: a wrong root is found whatever
+	// drivers the program has.
 	if ip.dir != "" {
 		if st, err := os.Stat(ip.dir); err != nil || !st.IsDir() {
 			return fmt.Errorf("dir_path %s (%s below the root %s) is not a directory; is the root right and the pool's filesystem mounted?: %w",
 				ip.dir, xmlDir, root, storage.ErrNotFound)
 		}
+	}
+	if _, err := Driver(ip.driver); err != nil {
+		ip.noDriver = err
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vmpool/vmpool/internal/loopfs"
 	"github.com/vmpool/vmpool/internal/ownerfile"
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/pool/qubesxml"
@@ -75,7 +76,12 @@ var fixtureSizes = map[string]int64{
 // recorded sizes, each starting with its fixtureData.
 func qubesRoot(t *testing.T) string {
 	t.Helper()
-	root := t.TempDir()
+	return qubesTree(t, t.TempDir())
+}
+
+// qubesTree makes the fixture's installation in root and returns root.
+func qubesTree(t *testing.T, root string) string {
+	t.Helper()
 	for _, dir := range []string{"var/lib/qubes/vm-templates", "var/lib/qubes/vm-kernels", "mnt/ssd/qubes/appvms"} {
 		require.NoError(t, os.MkdirAll(filepath.Join(root, dir), 0o755))
 	}
@@ -300,7 +306,8 @@ func TestImportQubesXMLFailures(t *testing.T) {
 	m, err := pool.OpenManager(ctx, state, pool.ManagerOptions{})
 	require.NoError(t, err)
 	defer m.Close()
-	other := filepath.Join(t.TempDir(), "other")
+	other := filepath.Join(root, "srv/other")
+	require.NoError(t, os.Mkdir(filepath.Dir(other), 0o755))
 	_, err = m.AddPool(ctx, "other", "file-reflink", map[string]string{"dir_path": other, "setup_check": "no"})
 	require.NoError(t, err)
 	_, err = m.CreateVolume(ctx, "work", storage.VolumeConfig{Name: "data", Pool: "other", VID: "appvms/work/data", Size: 1 << 20, RW: true, SaveOnStop: true})
@@ -327,7 +334,7 @@ func TestImportQubesXMLFailures(t *testing.T) {
 		"a known VM's volume": {strings.Replace(good, `<volume name="volatile" pool="ssd" revisions_to_keep="0" rw="True" save_on_stop="False" size="10737418240" snap_on_start="False" vid="appvms/work/volatile"/>`,
 			`<volume name="data" pool="ssd" revisions_to_keep="0" rw="True" save_on_stop="False" size="10737418240" snap_on_start="False" vid="appvms/work/volatile"/>`, 1), root,
 			storage.ErrExists, "VM work has a volume data already (pool other, vid appvms/work/data, origin)"},
-		"a directory of a known pool": {strings.Replace(good, `dir_path="/mnt/ssd/qubes"`, `dir_path="`+other+`"`, 1), "/", storage.ErrExists, "is already pool other"},
+		"a directory of a known pool": {strings.Replace(good, `dir_path="/mnt/ssd/qubes"`, `dir_path="/srv/other"`, 1), root, storage.ErrExists, "is already pool other"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			wantState, wantTree := stateAndTree(t, state, root)
@@ -386,4 +393,34 @@ func TestImportQubesXMLMissingImage(t *testing.T) {
 	assert.ErrorIs(t, m.StartVM(ctx, "disp-web"), storage.ErrNotFound)
 	require.NoError(t, m.StartVM(ctx, "work"))
 	require.NoError(t, m.StopVM(ctx, "work"))
+}
+
+// TestImportQubesXMLReflinkFS imports the fixture with its root on a
+// loop-mounted btrfs and XFS: the file-reflink pool ssd clones there, and
+// the AppVM work starts on its template's root.
+func TestImportQubesXMLReflinkFS(t *testing.T) {
+	for _, typ := range []loopfs.Type{loopfs.Btrfs, loopfs.XFS} {
+		t.Run(string(typ), func(t *testing.T) {
+			ctx := context.Background()
+			root := qubesTree(t, loopfs.Mount(t, typ, loopfs.MinXFSSize))
+			m, err := pool.OpenManager(ctx, filepath.Join(t.TempDir(), "state"), pool.ManagerOptions{})
+			require.NoError(t, err)
+			defer m.Close()
+			_, err = m.ImportQubesXML(ctx, parseXML(t, fixtureXML(t)), pool.QubesXMLOptions{Root: root})
+			require.NoError(t, err)
+			ssd, err := m.Pool("ssd")
+			require.NoError(t, err)
+			assert.True(t, ssd.Capabilities().Reflink, "the pool clones on %s", typ)
+			require.NoError(t, m.StartVM(ctx, "work"))
+			vroot, err := m.Volume("work", "root")
+			require.NoError(t, err)
+			tmplRoot := fixtureData["mnt/ssd/qubes/vm-templates/debian-12-xfce/root.img"]
+			assert.Equal(t, tmplRoot, readStart(t, vroot, len(tmplRoot)))
+			vpriv, err := m.Volume("work", "private")
+			require.NoError(t, err)
+			assert.Equal(t, []byte("work private"), readStart(t, vpriv, 12))
+			require.NoError(t, m.StopVM(ctx, "work"))
+			require.NoError(t, m.Close(), "closed before the filesystem is unmounted")
+		})
+	}
 }
