@@ -70,6 +70,21 @@ const DefaultLockWait = 30 * time.Second
 // The Volume and Pool values a Manager returns may be used directly; a
 // caller that changes a volume's size that way (Resize, ImportData,
 // ImportVolume, Revert) calls Save afterwards.
+//
+// A recorded pool that cannot be opened does not keep the Manager from
+// opening: a pool whose driver is not registered in the program (an
+// lvm_thin pool before its driver exists), or whose driver's Open refuses
+// it for a reason of that pool alone (its directory records another state
+// as owner, another process holds it, a parameter the driver does not
+// know), is kept as unavailable. It is listed by Pools and Pool with its
+// recorded driver and parameters ([Unavailable] says why), its VMs'
+// volume configurations stay as recorded and are saved back unchanged,
+// and every operation on it or on those volumes (StartVM, CreateVolume,
+// ResizeVolume, SetPoolParameter, ...) fails with an error wrapping
+// ErrUnavailable, while the other pools work. RemovePool removes an
+// unavailable pool that no volume uses; RemovePoolWith with Force also
+// one that volumes use (their state cannot be read, so they are not
+// checked for running). The next OpenManager tries the pool again.
 type Manager struct {
 	dir      string
 	id       string // the state's ID, the owner recorded in its pools' directories
@@ -108,8 +123,9 @@ type Manager struct {
 // state; malformed JSON, an unknown field or a version other than 1 is an
 // error wrapping storage.ErrInvalidConfig, and the file is left alone),
 // opens every pool with [Open] (Setup is not run again) and registers
-// every volume configuration with its pool's InitVolume. On any error
-// nothing stays open.
+// every volume configuration with its pool's InitVolume. A pool that
+// cannot be opened is kept as unavailable (see [ErrUnavailable]) unless
+// ctx ended meanwhile. On any error nothing stays open.
 func OpenManager(ctx context.Context, dir string, opts ManagerOptions) (*Manager, error) {
 	if err := makeStateDir(dir); err != nil {
 		return nil, fmt.Errorf("open pool manager: %w", err)
@@ -182,7 +198,13 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 		p, err := m.openPool(ctx, name, ps.Driver, ps.Params, false)
 		if err != nil {
-			return fmt.Errorf("open pool %s: %w", name, err)
+			if cerr := ctx.Err(); cerr != nil { // the caller's, maybe the cause
+				if !errors.Is(err, cerr) {
+					err = fmt.Errorf("%w (%w)", err, cerr)
+				}
+				return fmt.Errorf("open pool %s: %w", name, err)
+			}
+			p = m.keepUnavailable(name, ps, err)
 		}
 		m.pools[name] = p
 		m.track(p)
@@ -243,11 +265,23 @@ func (m *Manager) load(ctx context.Context) error {
 	}
 	m.finishMigrations(ctx)
 	for vm, v := range m.allVolumes() {
+		if _, ok := v.(*unavailableVolume); ok {
+			continue // its pool's warning said it
+		}
 		if err := v.Verify(ctx); err != nil {
 			m.log.Warn().Err(err).Str("vm", vm).Str("vid", v.Config().VID).Msg("volume is listed in the state but its image is missing")
 		}
 	}
 	return nil
+}
+
+// keepUnavailable returns the placeholder of the recorded pool name,
+// which could not be opened because of err, and logs why.
+func (m *Manager) keepUnavailable(name string, ps poolState, err error) *unavailablePool {
+	p := newUnavailablePool(name, ps.Driver, ps.Params, err)
+	m.log.Warn().Err(err).Str("pool", name).Str("driver", ps.Driver).
+		Msg("the pool cannot be opened; it is kept as unavailable, with its volumes as recorded")
+	return p
 }
 
 // registered reports whether vid is registered in the pool named pool.
@@ -265,6 +299,14 @@ func (m *Manager) initVolume(vm string, cfg storage.VolumeConfig) error {
 	p, ok := m.pools[cfg.Pool]
 	if !ok {
 		return fmt.Errorf("%w: state file: volume %s of VM %s is in pool %q, which does not exist", storage.ErrNotFound, cfg.Name, vm, cfg.Pool)
+	}
+	if up, ok := p.(*unavailablePool); ok {
+		v, err := up.record(cfg)
+		if err != nil {
+			return fmt.Errorf("state file: volume %s of VM %s: %w", cfg.Name, vm, err)
+		}
+		m.addVolume(vm, v)
+		return nil
 	}
 	v, err := p.InitVolume(cfg)
 	if err != nil {

@@ -131,7 +131,10 @@ type RemovePoolOptions struct {
 // RemovePoolWith removes the pool named name from the state and saves,
 // then closes the pool. An unknown name is ErrNotFound. A pool that holds
 // a volume of any VM is ErrInUse unless opts.Force is set (see
-// RemovePoolOptions). Without Force the pool's Destroy runs first. If the
+// RemovePoolOptions). Without Force the pool's Destroy runs after the
+// removal is saved; an unavailable pool (see [ErrUnavailable]) has no
+// Destroy run, and with Force its volumes are forgotten without asking
+// whether they run, which it cannot tell. If the
 // state cannot be saved, the pool stays listed and open and its volumes
 // stay registered.
 //
@@ -166,8 +169,15 @@ func (m *Manager) RemovePoolWith(ctx context.Context, name string, opts RemovePo
 		return fail(fmt.Errorf("storage pool is in use by %s; remove those volumes first, or force the removal to forget them and leave their images on disk: %w",
 			strings.Join(names, ", "), storage.ErrInUse))
 	}
+	// An unavailable pool cannot say whether its volumes run (nor stop
+	// them): forcing forgets them unchecked, and there is nothing to
+	// destroy.
+	_, unavailable := p.(*unavailablePool)
 	var running []string
 	for i, u := range users {
+		if unavailable {
+			break
+		}
 		r, err := u.v.IsRunning(ctx)
 		if err != nil {
 			return fail(fmt.Errorf("volume %s: %w", names[i], err))
@@ -205,7 +215,7 @@ func (m *Manager) RemovePoolWith(ctx context.Context, name string, opts RemovePo
 	// Destroy comes after the removal is recorded, so that the state never
 	// lists a pool whose storage is gone.
 	var derr error
-	if !opts.Force {
+	if !opts.Force && !unavailable {
 		if derr = p.Destroy(ctx); derr != nil {
 			derr = fmt.Errorf("the pool is removed from the state, but destroying it failed: %w", derr)
 		}

@@ -201,7 +201,6 @@ func TestManagerBadStateFile(t *testing.T) {
 		"version a string": {`{"version": "1"}`, storage.ErrInvalidConfig, "version holds a JSON string where the number 1 belongs"},
 		"newer version":    {`{"version": 2}`, storage.ErrInvalidConfig, "version 2"},
 		"unknown field":    {`{"version": 1, "default_pool": "p"}`, storage.ErrInvalidConfig, "unknown field"},
-		"unknown driver":   {`{"version": 1, "pools": {"p": {"driver": "nope", "params": {}}}}`, storage.ErrNotFound, `no driver "nope"`},
 		"bad pool name":    {`{"version": 1, "pools": {"a/b": {"driver": "` + fakeDriverName + `", "params": {"dir_path": "/x"}}}}`, storage.ErrInvalidConfig, "pool name"},
 		"bad VM name":      {`{"version": 1, "vms": {"1vm": {"volumes": {}}}}`, storage.ErrInvalidConfig, "VM name"},
 		"missing pool":     {`{"version": 1, "vms": {"work": {"volumes": {"private": {"name": "private", "pool": "q", "vid": "appvms/work/private"}}}}}`, storage.ErrNotFound, `pool "q"`},

@@ -69,9 +69,16 @@ func TestTwoStatesOnOnePool(t *testing.T) {
 	assert.Equal(t, make([]byte, recBlock), readDevice(t, v))
 	require.NoError(t, b.StopVM(ctx, "work"))
 	require.NoError(t, b.Close())
-	// The first state no longer owns its pool: it is told so, not given
-	// a pool another state works on.
-	_, err = pool.OpenManager(ctx, stateA, pool.ManagerOptions{})
-	require.ErrorIs(t, err, storage.ErrInUse)
+	// The first state no longer owns its pool: it opens, with the pool
+	// unavailable and told why, not given a pool another state works on.
+	a, err = pool.OpenManager(ctx, stateA, pool.ManagerOptions{})
+	require.NoError(t, err)
+	defer a.Close()
+	p, err := a.Pool("p")
+	require.NoError(t, err)
+	require.ErrorIs(t, pool.Unavailable(p), pool.ErrUnavailable)
+	assert.ErrorContains(t, pool.Unavailable(p), "belongs to pool p of the vmpool state in "+stateB)
+	err = a.StartVM(ctx, "work")
+	require.ErrorIs(t, err, pool.ErrUnavailable)
 	assert.ErrorContains(t, err, "belongs to pool p of the vmpool state in "+stateB)
 }

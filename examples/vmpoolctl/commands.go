@@ -63,6 +63,9 @@ var commands = []*command{
 		help: "move a pool to another driver in place (file → file-reflink): every VM of it must be stopped; " +
 			"the file driver's revision is kept, its *-cow.img files are removed (key=value: the new driver's extra parameters, e.g. setup_check=no)"},
 	{name: "pool drivers", help: "list the drivers and their parameters, in order", setup: noFlags(poolDrivers)},
+	{name: "pool import-qubes-xml", args: "[--root DIR] FILE", min: 1, max: 1, setup: poolImportQubesXML,
+		help: "record the pools and VM volumes of a Qubes R4 qubes.xml (its images must exist; nothing is created), all or nothing, and print them; " +
+			"pools of a driver vmpoolctl lacks (lvm_thin) are recorded unavailable, the linux-kernel pool is skipped"},
 
 	{name: "volume create", args: "POOL VID [--size SIZE] [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N] [--replace]",
 		min: 2, max: 2, setup: volumeCreate,
@@ -131,7 +134,7 @@ func poolList(e *env, _ []string) error {
 	return e.withManager(func(m *pool.Manager) error {
 		rows := []poolRow{}
 		for _, p := range m.Pools() {
-			rows = append(rows, poolRow{Name: p.Name(), Driver: p.Driver()})
+			rows = append(rows, poolRow{Name: p.Name(), Driver: p.Driver(), Unavailable: unavailableReason(pool.Unavailable(p))})
 		}
 		return e.emit(rows, func() error { return printPoolList(e.stdout, rows) })
 	})
@@ -557,7 +560,7 @@ func vmList(e *env, _ []string) error {
 // poolInfoOf describes p as admin.pool.Info does: its configuration, its
 // size and usage when known, and the pool that includes it, if any.
 func poolInfoOf(e *env, m *pool.Manager, p storage.Pool) (poolDoc, error) {
-	doc := poolDoc{Name: p.Name(), Driver: p.Driver(), Config: p.Config()}
+	doc := poolDoc{Name: p.Name(), Driver: p.Driver(), Config: p.Config(), Unavailable: unavailableReason(pool.Unavailable(p))}
 	if u, err := p.Usage(e.ctx); err == nil && !u.Unavailable {
 		doc.Size, doc.Usage = &u.DataSize, &u.DataUsage
 	}
@@ -575,10 +578,14 @@ func vmDocOf(e *env, m *pool.Manager, vm string) (vmDoc, error) {
 	doc := vmDoc{Name: vm, State: "Halted", Volumes: []vmVolumeDoc{}}
 	for _, v := range set.Volumes() {
 		running, err := v.IsRunning(e.ctx)
+		if isUnavailable(err) {
+			// A volume of an unavailable pool cannot say.
+			doc.State, err = "Unknown", nil
+		}
 		if err != nil {
 			return vmDoc{}, err
 		}
-		if running {
+		if running && doc.State != "Unknown" {
 			doc.State = "Running"
 		}
 		cfg := v.Config()

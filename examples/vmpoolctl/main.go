@@ -8,6 +8,7 @@
 //	vmpoolctl pool remove NAME [--force]
 //	vmpoolctl pool set NAME KEY VALUE
 //	vmpoolctl pool migrate NAME DRIVER [key=value...]
+//	vmpoolctl pool import-qubes-xml [--root DIR] FILE
 //	vmpoolctl volume create POOL VID --size SIZE [--rw] [--save-on-stop] [--snap-on-start --source VID] [--volatile] [--revisions-to-keep N] [--replace]
 //	vmpoolctl volume start | stop | remove | info | revisions POOL VID
 //	vmpoolctl volume revert POOL VID [REV]
@@ -45,6 +46,13 @@
 // (pool.Manager.ImportVolume). volume info of a running volume adds, after
 // the Admin API's keys, the block device its VM gets (block_device.path,
 // .name, .rw, .devtype).
+//
+// pool import-qubes-xml records the pools and VM volumes of a Qubes R4
+// qubes.xml (pool.Manager.ImportQubesXML; --root is where that
+// installation's root is mounted) and prints them. A pool whose driver
+// vmpoolctl lacks (lvm_thin, so far) is recorded unavailable, as is a
+// recorded pool that cannot be opened: pool list and pool info say so and
+// why, and operations on its volumes fail (kind unavailable).
 //
 // Exit status:
 //
@@ -275,7 +283,7 @@ func (h hintError) Unwrap() error { return h.err }
 type errorDoc struct {
 	Error string `json:"error"`
 	// Kind names the sentinel the error wraps: not_saved (pool.ErrNotSaved,
-	// exit status 3), not_found, exists, dirty, unsupported,
+	// exit status 3), unavailable (pool.ErrUnavailable), not_found, exists, dirty, unsupported,
 	// invalid_config, reflink_unsupported, shrink, read_only, running,
 	// in_use, closed, unsafe_path; "usage" for a bad command line, "error"
 	// for anything else.
@@ -289,7 +297,7 @@ func errorKind(err error) string {
 		err  error
 		name string
 	}{
-		{pool.ErrNotSaved, "not_saved"}, {storage.ErrNotFound, "not_found"}, {storage.ErrExists, "exists"}, {storage.ErrDirty, "dirty"},
+		{pool.ErrNotSaved, "not_saved"}, {pool.ErrUnavailable, "unavailable"}, {storage.ErrNotFound, "not_found"}, {storage.ErrExists, "exists"}, {storage.ErrDirty, "dirty"},
 		{storage.ErrUnsupported, "unsupported"}, {storage.ErrInvalidConfig, "invalid_config"},
 		{storage.ErrReflinkUnsupported, "reflink_unsupported"}, {storage.ErrShrink, "shrink"},
 		{storage.ErrReadOnly, "read_only"}, {storage.ErrRunning, "running"}, {storage.ErrInUse, "in_use"},

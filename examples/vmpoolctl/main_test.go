@@ -85,7 +85,7 @@ func TestRunUsage(t *testing.T) {
 		{nil, exitUsage, "usage: vmpoolctl"},
 		{[]string{"--bogus"}, exitUsage, "flag provided but not defined: -bogus"},
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
-		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, default, remove, set, migrate, drivers)"},
+		{[]string{"pool"}, exitUsage, "pool: missing subcommand (add, list, info, default, remove, set, migrate, drivers, import-qubes-xml)"},
 		{[]string{"pool", "nope"}, exitUsage, `pool: unknown subcommand "nope"`},
 		{[]string{"pool", "info"}, exitUsage, "pool info: wrong number of arguments (0)\nusage: vmpoolctl pool info NAME"},
 		{[]string{"pool", "list", "x"}, exitUsage, "wrong number of arguments"},

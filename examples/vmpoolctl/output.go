@@ -22,6 +22,9 @@ type (
 	poolRow struct {
 		Name   string `json:"name"`
 		Driver string `json:"driver"`
+		// Unavailable says why the pool is unavailable
+		// (pool.ErrUnavailable), omitted for a pool that was opened.
+		Unavailable string `json:"unavailable,omitempty"`
 	}
 	poolDoc struct {
 		Name   string            `json:"name"`
@@ -32,6 +35,8 @@ type (
 		// IncludedIn is the pool whose directory holds this pool's
 		// dir_path (pool.Manager.IncludedIn), omitted when none does.
 		IncludedIn string `json:"included_in,omitempty"`
+		// Unavailable says why the pool is unavailable, as in poolRow.
+		Unavailable string `json:"unavailable,omitempty"`
 	}
 	driverDoc struct {
 		Driver     string     `json:"driver"`
@@ -78,7 +83,7 @@ type (
 	}
 	vmDoc struct {
 		Name    string        `json:"name"`
-		State   string        `json:"state"` // Running or Halted
+		State   string        `json:"state"` // Running, Halted, or Unknown when a volume's pool is unavailable
 		Volumes []vmVolumeDoc `json:"volumes"`
 	}
 	vmVolumeDoc struct {
@@ -174,7 +179,8 @@ func printVolumeInfo(w io.Writer, d volumeDoc) error {
 
 // printPoolInfo prints name first, then the other configuration keys
 // sorted, then size and usage when known, then included_in when a pool
-// includes it, as qvm-pool info does.
+// includes it, as qvm-pool info does, and last, for an unavailable pool,
+// unavailable= and why.
 func printPoolInfo(w io.Writer, d poolDoc) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name=%s\n", d.Name)
@@ -188,6 +194,9 @@ func printPoolInfo(w io.Writer, d poolDoc) error {
 	}
 	if d.IncludedIn != "" {
 		fmt.Fprintf(&b, "included_in=%s\n", d.IncludedIn)
+	}
+	if d.Unavailable != "" {
+		fmt.Fprintf(&b, "unavailable=%s\n", d.Unavailable)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -203,12 +212,28 @@ func table(w io.Writer, header string, rows [][]string) error {
 	return tw.Flush()
 }
 
+// printPoolList prints the pools; when one is unavailable, a STATUS
+// column says which and why.
 func printPoolList(w io.Writer, rows []poolRow) error {
 	var cells [][]string
+	header := "NAME\tDRIVER"
 	for _, r := range rows {
-		cells = append(cells, []string{r.Name, r.Driver})
+		if r.Unavailable != "" {
+			header = "NAME\tDRIVER\tSTATUS"
+		}
 	}
-	return table(w, "NAME\tDRIVER", cells)
+	for _, r := range rows {
+		row := []string{r.Name, r.Driver}
+		if strings.Contains(header, "STATUS") {
+			status := "available"
+			if r.Unavailable != "" {
+				status = "unavailable: " + r.Unavailable
+			}
+			row = append(row, status)
+		}
+		cells = append(cells, row)
+	}
+	return table(w, header, cells)
 }
 
 func printVMs(w io.Writer, vms []vmDoc) error {
