@@ -24,6 +24,8 @@ const (
 	xferSetupLog    = "setup.log"    // output of stage 2's own commands
 	xferStage2      = "stage2.sh"
 	xferLVMConf     = "lvm.conf"
+	xferAckOut      = "ack.out" // written by the host: stdout's end marker came
+	xferAckErr      = "ack.err" // the same for stderr
 )
 
 // initScript is /init of the initramfs, run by busybox sh: it loads the
@@ -32,11 +34,13 @@ const (
 // /dev, mounts the transfer directory at /run/vmtest and runs stage 2
 // chrooted into the host's root with stdout and stderr on the virtio
 // serial ports vmtest.out and vmtest.err. Then it records stage 2's exit
-// status and reboots, which ends QEMU (-no-reboot).
+// status, writes marker to both ports after the command's output, waits
+// until the host has seen them (ack files in the transfer directory; at
+// most a minute) and reboots, which ends QEMU (-no-reboot).
 //
 // A failure before stage 2 prints "vmtest-init: FAILED: ..." on the
 // console and ends the VM without an exit status.
-func initScript() string {
+func initScript(marker string) string {
 	return fmt.Sprintf(`#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -74,9 +78,17 @@ chroot $R /bin/sh /run/vmtest/%[2]s </dev/null >$OUT 2>$ERR
 rc=$?
 echo $rc >$R/run/vmtest/%[3]s.tmp && mv $R/run/vmtest/%[3]s.tmp $R/run/vmtest/%[3]s
 say "stage 2 exited with status $rc"
+printf '%%s' '%[4]s' >$OUT
+printf '%%s' '%[4]s' >$ERR
+i=0
+while [ ! -e $R/run/vmtest/%[5]s ] || [ ! -e $R/run/vmtest/%[6]s ]; do
+	i=$((i+1))
+	if [ $i -gt 1200 ]; then say "the host did not see the end of the output"; break; fi
+	usleep 50000
+done
 sync
 reboot -f
-`, msize, xferStage2, xferRC)
+`, msize, xferStage2, xferRC, marker, xferAckOut, xferAckErr)
 }
 
 // shellQuote quotes s for sh.
@@ -152,10 +164,11 @@ func (s *stage2) script() string {
 	return b.String()
 }
 
-// buildInitramfs writes the initramfs: busybox, /init, the modules in
+// buildInitramfs writes the initramfs: busybox, /init (with the output's
+// end marker), the modules in
 // load order (lib/modules/NAME.ko, lib/modules/load.order) and
 // /dev/console, so that init's messages reach the console.
-func buildInitramfs(busybox, modDir string, order []string) ([]byte, error) {
+func buildInitramfs(busybox, modDir string, order []string, marker string) ([]byte, error) {
 	var buf bytes.Buffer
 	c := newCPIOWriter(&buf)
 	for _, d := range []string{"bin", "dev", "proc", "sys", "mnt", "mnt/root", "lib", "lib/modules"} {
@@ -167,7 +180,7 @@ func buildInitramfs(busybox, modDir string, order []string) ([]byte, error) {
 		return nil, err
 	}
 	c.File("bin/busybox", 0o755, bb)
-	c.File("init", 0o755, []byte(initScript()))
+	c.File("init", 0o755, []byte(initScript(marker)))
 	for _, m := range order {
 		data, err := os.ReadFile(filepath.Join(modDir, m+".ko"))
 		if err != nil {

@@ -48,7 +48,7 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 func TestInitScript(t *testing.T) {
 	a := requireAssets(t)
 	p := filepath.Join(t.TempDir(), "init")
-	require.NoError(t, os.WriteFile(p, []byte(initScript()), 0o755))
+	require.NoError(t, os.WriteFile(p, []byte(initScript("vmtest-end-0123")), 0o755))
 	out, err := exec.Command(a.busyboxPath(), "sh", "-n", p).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 }
@@ -61,7 +61,7 @@ func TestBuildInitramfs(t *testing.T) {
 	require.NoError(t, os.WriteFile(bb, []byte("BUSYBOX"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "a.ko"), []byte("AKO"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "b.ko"), []byte("BKO"), 0o644))
-	img, err := buildInitramfs(bb, dir, []string{"b", "a"})
+	img, err := buildInitramfs(bb, dir, []string{"b", "a"}, "vmtest-end-x")
 	require.NoError(t, err)
 	files := map[string]cpioEntry{}
 	for _, e := range readCPIO(t, img) {
@@ -69,11 +69,12 @@ func TestBuildInitramfs(t *testing.T) {
 	}
 	assert.Equal(t, "BUSYBOX", files["bin/busybox"].data)
 	assert.Equal(t, uint32(0o100755), files["init"].mode)
-	assert.Equal(t, initScript(), files["init"].data)
+	assert.Equal(t, initScript("vmtest-end-x"), files["init"].data)
+	assert.Contains(t, files["init"].data, "printf '%s' 'vmtest-end-x' >$OUT")
 	assert.Equal(t, "BKO", files["lib/modules/b.ko"].data)
 	assert.Equal(t, "b\na\n", files["lib/modules/load.order"].data)
 	assert.Equal(t, uint32(0o020600), files["dev/console"].mode)
 	assert.Equal(t, [2]uint32{5, 1}, [2]uint32{files["dev/console"].rdevMajor, files["dev/console"].rdevMin})
-	_, err = buildInitramfs(bb, dir, []string{"missing"})
+	_, err = buildInitramfs(bb, dir, []string{"missing"}, "vmtest-end-x")
 	assert.Error(t, err)
 }

@@ -3,6 +3,8 @@ package vmtest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -88,7 +90,8 @@ type Options struct {
 	// results the command writes back (coverage files, artifacts).
 	RW []string
 	// Stdout and Stderr receive the command's output as it comes (nil:
-	// discarded).
+	// discarded). It arrives whole or Run fails with ErrVM. A write
+	// error drops the rest of that stream and Run returns it.
 	Stdout, Stderr io.Writer
 }
 
@@ -325,7 +328,12 @@ func Run(ctx context.Context, opts Options, argv ...string) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vmtest: kernel %s: %w", a.KernelDir, err)
 	}
-	initrd, err := buildInitramfs(a.busyboxPath(), a.modules(), order)
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	marker := "vmtest-end-" + hex.EncodeToString(nonce)
+	initrd, err := buildInitramfs(a.busyboxPath(), a.modules(), order, marker)
 	if err != nil {
 		return nil, fmt.Errorf("vmtest: initramfs: %w", err)
 	}
@@ -338,7 +346,7 @@ func Run(ctx context.Context, opts Options, argv ...string) (*Result, error) {
 	if !keep {
 		defer os.RemoveAll(run)
 	}
-	v := &vm{opts: o, assets: a, run: run, xfer: filepath.Join(run, "xfer")}
+	v := &vm{opts: o, assets: a, run: run, xfer: filepath.Join(run, "xfer"), marker: marker}
 	if keep {
 		v.kept = run
 	}
@@ -356,6 +364,7 @@ type vm struct {
 	run    string
 	xfer   string
 	kept   string
+	marker string // ends the guest's output on each port
 }
 
 func (v *vm) write(initrd []byte, argv []string) error {
@@ -457,9 +466,8 @@ func (v *vm) qemuArgs() []string {
 	return args
 }
 
-// pipe relays one virtio serial port: QEMU writes a FIFO (a blocking
-// file chardev, so the guest's writes reach us before the guest goes on
-// and nothing is lost at the end), a goroutine copies it to w.
+// pipe relays one virtio serial port: QEMU writes a FIFO (its file
+// chardev), a goroutine copies it to w (an endFilter).
 type pipe struct {
 	r, w *os.File
 	done chan struct{}
@@ -481,19 +489,16 @@ func openPipe(path string, w io.Writer) (*pipe, error) {
 		r.Close()
 		return nil, err
 	}
+	// A larger FIFO lets QEMU write on while we are slow; best effort.
+	_, _ = unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, 1<<20)
 	p := &pipe{r: r, w: wf, done: make(chan struct{})}
-	if w == nil {
-		w = io.Discard
-	}
 	go func() {
 		defer close(p.done)
 		buf := make([]byte, 64<<10)
 		for {
 			n, err := r.Read(buf)
-			if n > 0 && w != io.Discard {
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					w = io.Discard // keep reading: a full FIFO would stop the guest
-				}
+			if n > 0 {
+				_, _ = w.Write(buf[:n]) // an endFilter: never fails, keeps draining
 			}
 			if err != nil {
 				return
@@ -511,11 +516,16 @@ func (p *pipe) finish() {
 }
 
 func (v *vm) boot(ctx context.Context) (*Result, error) {
-	out, err := openPipe(filepath.Join(v.run, "out.fifo"), v.opts.Stdout)
+	ack := func(name string) func() {
+		return func() { _ = os.WriteFile(filepath.Join(v.xfer, name), nil, 0o644) }
+	}
+	outF := newEndFilter(v.opts.Stdout, v.marker, ack(xferAckOut))
+	errF := newEndFilter(v.opts.Stderr, v.marker, ack(xferAckErr))
+	out, err := openPipe(filepath.Join(v.run, "out.fifo"), outF)
 	if err != nil {
 		return nil, fmt.Errorf("vmtest: %w", err)
 	}
-	errp, err := openPipe(filepath.Join(v.run, "err.fifo"), v.opts.Stderr)
+	errp, err := openPipe(filepath.Join(v.run, "err.fifo"), errF)
 	if err != nil {
 		out.finish()
 		return nil, fmt.Errorf("vmtest: %w", err)
@@ -540,6 +550,7 @@ func (v *vm) boot(ctx context.Context) (*Result, error) {
 	wall := time.Since(start)
 	out.finish()
 	errp.finish()
+	outWhole, errWhole := outF.Close(), errF.Close()
 
 	res := &Result{Wall: wall}
 	if k, rerr := os.ReadFile(filepath.Join(v.xfer, xferKernel)); rerr == nil {
@@ -574,6 +585,15 @@ func (v *vm) boot(ctx context.Context) (*Result, error) {
 		return res, v.vmError(ErrVM, "the command's end was not recorded")
 	}
 	res.ExitCode = rc
+	if !outWhole || !errWhole {
+		return res, v.vmError(ErrVM, "the command's output did not arrive whole (no end marker)")
+	}
+	if outF.err != nil {
+		return res, fmt.Errorf("vmtest: write the command's stdout: %w", outF.err)
+	}
+	if errF.err != nil {
+		return res, fmt.Errorf("vmtest: write the command's stderr: %w", errF.err)
+	}
 	return res, nil
 }
 

@@ -31,12 +31,22 @@ func TestRunPackageTests(t *testing.T) {
 	RunPackageTests(t, Options{Setup: SetupNone, Env: []string{"CONSUMER=yes"}}, "./testdata/consumer")
 }
 
+// slowWriter is a reader of the command's output that lags behind.
+type slowWriter struct{ bytes.Buffer }
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(20 * time.Millisecond)
+	return w.Buffer.Write(p)
+}
+
 // TestRunResult checks what Run hands back: the exit status, stdout and
-// stderr byte for byte (half a MiB of it), the environment, the working
-// directory, and that SetupNone leaves VMTEST_VG unset.
+// stderr byte for byte (3 MB of it, read slower than the guest writes, so
+// that QEMU holds the end when the command exits), the environment, the
+// working directory, and that SetupNone leaves VMTEST_VG unset.
 func TestRunResult(t *testing.T) {
 	RequireVM(t, SetupNone)
-	var stdout, stderr bytes.Buffer
+	var stdout slowWriter
+	var stderr bytes.Buffer
 	res, err := Run(t.Context(), Options{
 		Setup:  SetupNone,
 		Env:    []string{"FOO=bar  baz'q", "LANG=C"},
@@ -44,18 +54,24 @@ func TestRunResult(t *testing.T) {
 		Stdout: &stdout,
 		Stderr: &stderr,
 	}, "sh", "-c", `printf '%s|%s|%s|%s|%s|%s\n' "$VMPOOL_IN_VM" "${VMTEST_VG-unset}" "$FOO" "$PWD" "$LANG" "$VMTEST_DISK"
-seq 1 100000
+seq 1 450000
 printf 'to stderr\n' >&2
 exit 3`)
 	require.NoError(t, err)
 	var want strings.Builder
 	want.WriteString("1|unset|bar  baz'q|/usr/share|C|/dev/vda\n")
-	for i := 1; i <= 100000; i++ {
+	for i := 1; i <= 450000; i++ {
 		fmt.Fprintf(&want, "%d\n", i)
 	}
 	assert.Equal(t, 3, res.ExitCode)
-	assert.True(t, stdout.String() == want.String(), "stdout: %d bytes, want %d; first line %q",
-		stdout.Len(), want.Len(), strings.SplitN(stdout.String(), "\n", 2)[0])
+	if got := stdout.String(); got != want.String() {
+		i := 0
+		for i < len(got) && i < want.Len() && got[i] == want.String()[i] {
+			i++
+		}
+		t.Errorf("stdout: %d bytes, want %d; they differ from byte %d: got %q, want %q",
+			len(got), want.Len(), i, got[i:min(i+40, len(got))], want.String()[i:min(i+40, want.Len())])
+	}
 	assert.Equal(t, "to stderr\n", stderr.String())
 	assert.NotEmpty(t, res.Kernel)
 	assert.Greater(t, res.Boot, time.Duration(0))
