@@ -123,7 +123,7 @@
 // of data in a 32 MiB image, a stop that commits) opens in vmpool with the
 // same size, no revision and a clean cow; vmpool's export has the
 // imported bytes (same SHA-256); Create over it is storage.ErrExists;
-// vmpool starts it, writes, stops it (the cow becomes
+// on the emulated block layer, vmpool starts it, writes, stops it (the cow becomes
 // private-cow.img.old), and a snapshot volume starts on Qubes' template.
 // The other way, Qubes' info reads vmpool's tree (size, usage, revisions
 // {"old": <ctime>}, not dirty, the same origin-<dev:ino> name), exports
