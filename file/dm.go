@@ -3,7 +3,6 @@ package file
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -118,31 +117,100 @@ func isBlock(path string) bool {
 	return err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
 }
 
-// createSnapshot makes the dm-snapshot dev over base with cow as its
-// persistent exception store, unless it exists.
-func createSnapshot(ctx context.Context, dev, base, cow string) error {
-	if isBlock(dev) {
-		return nil
-	}
-	sz, err := sectors(ctx, base)
-	if err != nil {
-		return err
-	}
-	return dmCreate(ctx, strings.TrimPrefix(dev, mapperDir), fmt.Sprintf("0 %s snapshot %s %s P %d", sz, base, cow, chunkSectors))
+// dmInfo is what dmsetup reports of one device.
+type dmInfo struct {
+	open int      // openers
+	uses []string // the block devices it uses ("loop0", "dm-3")
+	dms  []string // the dm devices among them, by name
 }
 
-// dmCreate makes dm device name with table. The node in /dev/mapper is
-// made sure of with dmsetup mknodes, for a system without udev (where
-// dmsetup makes none).
+// dmList returns every dm device by name, with one dmsetup call: the
+// driver's decisions (what is unused, what a device stands on) are made
+// on one listing, and each command costs much where processes are slow to
+// start.
+func dmList(ctx context.Context) (map[string]dmInfo, error) {
+	out, err := run(ctx, "dmsetup", "info", "-c", "--noheadings", "--separator", ";", "-o", "name,open,blkdevs_used,devs_used")
+	if err != nil {
+		return nil, err
+	}
+	return parseDMList(out)
+}
+
+// parseDMList parses the output of dmsetup info -c --noheadings
+// --separator ';' -o name,open,blkdevs_used,devs_used: one device a line,
+// "name;open count;used,block,devices;used,dm,devices". "No devices
+// found" is an empty list.
+func parseDMList(out string) (map[string]dmInfo, error) {
+	devs := make(map[string]dmInfo)
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line == "No devices found" {
+			continue
+		}
+		f := strings.Split(line, ";")
+		if len(f) != 4 || f[0] == "" {
+			return nil, fmt.Errorf("dmsetup info: unexpected line %q", line)
+		}
+		n, err := strconv.Atoi(f[1])
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("dmsetup info: open count %q of %s", f[1], f[0])
+		}
+		uses, err := nameList(f[2], f[0])
+		if err != nil {
+			return nil, err
+		}
+		dms, err := nameList(f[3], f[0])
+		if err != nil {
+			return nil, err
+		}
+		devs[f[0]] = dmInfo{open: n, uses: uses, dms: dms}
+	}
+	return devs, nil
+}
+
+// nameList parses a comma-separated list of device names used by dev.
+func nameList(list, dev string) ([]string, error) {
+	var out []string
+	for _, d := range strings.Split(list, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			if !devNameRE.MatchString(d) {
+				return nil, fmt.Errorf("dmsetup info: device %q used by %s", d, dev)
+			}
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+var devNameRE = regexp.MustCompile(`\A[a-z][a-z0-9:-]*\z`)
+
+// dmCreate makes dm device name with table.
 func dmCreate(ctx context.Context, name, table string) error {
-	if _, err := run(ctx, "dmsetup", "create", name, "--table", table); err != nil {
-		return err
-	}
-	if isBlock(mapperDir + name) {
-		return nil
-	}
-	_, err := run(ctx, "dmsetup", "mknodes", "--", name)
+	_, err := run(ctx, "dmsetup", "create", name, "--table", table)
 	return err
+}
+
+// syncNodes makes sure the /dev/mapper nodes of devs exist or are gone
+// with their devices: dmsetup makes and removes none where udev does not
+// run (dmsetup mknodes does it then).
+func syncNodes(ctx context.Context, made, removed []string) error {
+	for _, name := range made {
+		if !isBlock(mapperDir + name) {
+			_, err := run(ctx, "dmsetup", "mknodes")
+			return err
+		}
+	}
+	for _, name := range removed {
+		if exists(mapperDir + name) {
+			_, err := run(ctx, "dmsetup", "mknodes")
+			return err
+		}
+	}
+	return nil
+}
+
+func snapshotTable(sectors, base, cow string) string {
+	return fmt.Sprintf("0 %s snapshot %s %s P %d", sectors, base, cow, chunkSectors)
 }
 
 func (dmLayer) setupOrigin(ctx context.Context, img, cow string) (string, error) {
@@ -156,29 +224,39 @@ func (dmLayer) setupOrigin(ctx context.Context, img, cow string) (string, error)
 	if err != nil {
 		return "", err
 	}
+	devs, err := dmList(ctx)
+	if err != nil {
+		return "", err
+	}
+	snapName, originName := strings.TrimPrefix(snap, mapperDir), strings.TrimPrefix(origin, mapperDir)
+	_, haveSnap := devs[snapName]
+	_, haveOrigin := devs[originName]
+	if haveSnap && haveOrigin {
+		return origin, syncNodes(ctx, []string{snapName, originName}, nil)
+	}
 	imgLoop, err := loop(ctx, img)
 	if err != nil {
 		return "", err
 	}
-	if !isBlock(snap) {
+	sz, err := sectors(ctx, imgLoop)
+	if err != nil {
+		return "", err
+	}
+	if !haveSnap {
 		cowLoop, err := loop(ctx, cow)
 		if err != nil {
 			return "", err
 		}
-		if err := createSnapshot(ctx, snap, imgLoop, cowLoop); err != nil {
+		if err := dmCreate(ctx, snapName, snapshotTable(sz, imgLoop, cowLoop)); err != nil {
 			return "", err
 		}
 	}
-	if !isBlock(origin) {
-		sz, err := sectors(ctx, imgLoop)
-		if err != nil {
-			return "", err
-		}
-		if err := dmCreate(ctx, strings.TrimPrefix(origin, mapperDir), fmt.Sprintf("0 %s snapshot-origin %s", sz, imgLoop)); err != nil {
+	if !haveOrigin {
+		if err := dmCreate(ctx, originName, fmt.Sprintf("0 %s snapshot-origin %s", sz, imgLoop)); err != nil {
 			return "", err
 		}
 	}
-	return origin, nil
+	return origin, syncNodes(ctx, []string{snapName, originName}, nil)
 }
 
 func (dmLayer) setupSnapshot(ctx context.Context, img, srcCow, cow string) (string, error) {
@@ -192,7 +270,17 @@ func (dmLayer) setupSnapshot(ctx context.Context, img, srcCow, cow string) (stri
 	if err != nil {
 		return "", err
 	}
-	if !isBlock(inner) {
+	devs, err := dmList(ctx)
+	if err != nil {
+		return "", err
+	}
+	innerName, finalName := strings.TrimPrefix(inner, mapperDir), strings.TrimPrefix(final, mapperDir)
+	_, haveInner := devs[innerName]
+	if _, ok := devs[finalName]; ok && haveInner {
+		return final, syncNodes(ctx, []string{innerName, finalName}, nil)
+	}
+	var sz string
+	if !haveInner {
 		imgLoop, err := loop(ctx, img)
 		if err != nil {
 			return "", err
@@ -201,76 +289,33 @@ func (dmLayer) setupSnapshot(ctx context.Context, img, srcCow, cow string) (stri
 		if err != nil {
 			return "", err
 		}
-		if err := createSnapshot(ctx, inner, imgLoop, srcCowLoop); err != nil {
+		if sz, err = sectors(ctx, imgLoop); err != nil {
+			return "", err
+		}
+		if err := dmCreate(ctx, innerName, snapshotTable(sz, imgLoop, srcCowLoop)); err != nil {
 			return "", err
 		}
 	}
-	if !isBlock(final) {
-		cowLoop, err := loop(ctx, cow)
-		if err != nil {
+	if err := syncNodes(ctx, []string{innerName}, nil); err != nil {
+		return "", err
+	}
+	if sz == "" {
+		if sz, err = sectors(ctx, inner); err != nil {
 			return "", err
 		}
-		if err := createSnapshot(ctx, final, inner, cowLoop); err != nil {
-			return "", err
-		}
 	}
-	return final, nil
-}
-
-// openCount returns how many openers dm device name has.
-func openCount(ctx context.Context, name string) (int, error) {
-	out, err := run(ctx, "dmsetup", "info", "-c", "--noheadings", "-o", "open", "--", name)
+	cowLoop, err := loop(ctx, cow)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
-	n, err := parseOpenCount(out)
-	if err != nil {
-		return 0, fmt.Errorf("dmsetup info %s: %w", name, err)
+	if err := dmCreate(ctx, finalName, snapshotTable(sz, inner, cowLoop)); err != nil {
+		return "", err
 	}
-	return n, nil
+	return final, syncNodes(ctx, []string{finalName}, nil)
 }
 
-// parseOpenCount parses the output of dmsetup info -c --noheadings -o
-// open: a non-negative decimal number.
-func parseOpenCount(out string) (int, error) {
-	n, err := strconv.Atoi(strings.TrimSpace(out))
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("open count %q is not a number", out)
-	}
-	return n, nil
-}
-
-var depRE = regexp.MustCompile(`\(([a-z0-9-]+)\)`)
-
-// deps returns the block devices dm device name uses, as /dev/NAME.
-func deps(ctx context.Context, name string) ([]string, error) {
-	out, err := run(ctx, "dmsetup", "deps", "-o", "blkdevname", "--", name)
-	if err != nil {
-		return nil, err
-	}
-	return parseDeps(out), nil
-}
-
-// parseDeps parses the output of dmsetup deps -o blkdevname ("2
-// dependencies : (loop1) (loop0)") into /dev paths.
-func parseDeps(out string) []string {
-	var devs []string
-	for _, m := range depRE.FindAllStringSubmatch(out, -1) {
-		devs = append(devs, "/dev/"+m[1])
-	}
-	return devs
-}
-
-// dmRemove removes dm device name and, on a system without udev, its
-// node (dmsetup mknodes removes the nodes of devices that are gone).
 func dmRemove(ctx context.Context, name string) error {
-	if _, err := run(ctx, "dmsetup", "remove", "--retry", "--", name); err != nil {
-		return err
-	}
-	if !exists(mapperDir + name) {
-		return nil
-	}
-	_, err := run(ctx, "dmsetup", "mknodes", "--", name)
+	_, err := run(ctx, "dmsetup", "remove", "--retry", "--", name)
 	return err
 }
 
@@ -281,107 +326,75 @@ func dmRemove(ctx context.Context, name string) error {
 // of its source under it when nothing else uses it and its source's
 // origin is gone (destroy-snapshot removes it even while the source runs,
 // which leaves the source without its exception store); the loop devices
-// they used are detached where unused. Snapshot devices of other volumes
-// (three device ids) are never removed.
+// they used are detached (one still used is detached by the kernel when
+// its last user goes). Snapshot devices of other volumes (three device
+// ids) are never removed.
 func (dmLayer) destroy(ctx context.Context, dev string) error {
 	dmMu.Lock()
 	defer dmMu.Unlock()
-	if !isBlock(dev) {
-		return nil
-	}
 	name := strings.TrimPrefix(dev, mapperDir)
-	if n, err := openCount(ctx, name); err != nil {
-		return err
-	} else if n > 0 {
-		return fmt.Errorf("cannot remove device %s that is still in use (%d openers): %w", dev, n, storage.ErrInUse)
+	if !strings.HasPrefix(dev, mapperDir) || !strings.HasPrefix(name, "origin-") && !strings.HasPrefix(name, "snapshot-") {
+		return fmt.Errorf("%w: %s is no device of the file driver", storage.ErrInvalidConfig, dev)
 	}
-	used, err := deps(ctx, name)
+	devs, err := dmList(ctx)
 	if err != nil {
 		return err
 	}
+	d, ok := devs[name]
+	if !ok {
+		return syncNodes(ctx, nil, []string{name})
+	}
+	if d.open > 0 {
+		return fmt.Errorf("cannot remove device %s that is still in use (%d openers): %w", dev, d.open, storage.ErrInUse)
+	}
+	var remove []string // in order
 	keep := false
-	switch {
-	case strings.HasPrefix(name, "origin-"):
-		id := strings.TrimPrefix(name, "origin-")
-		snaps, _ := filepath.Glob(mapperDir + "snapshot-" + id + "-*")
-		for _, s := range snaps {
-			sname := filepath.Base(s)
-			if strings.Count(sname, "-") != 2 {
-				continue // another volume's snapshot device
+	if id, ok := strings.CutPrefix(name, "origin-"); ok {
+		for sname, s := range devs {
+			if !strings.HasPrefix(sname, "snapshot-"+id+"-") || strings.Count(sname, "-") != 2 {
+				continue // another image's, or another volume's snapshot device
 			}
-			n, err := openCount(ctx, sname)
-			if err != nil {
-				return err
-			}
-			if n > 0 {
+			if s.open > 0 {
 				keep = true
+			} else {
+				remove = append(remove, sname)
+			}
+		}
+		if !keep {
+			remove = append(remove, name)
+		}
+	} else {
+		remove = append(remove, name)
+		// The snapshot of the source under it, unless another snapshot
+		// or the source's origin uses it.
+		for _, iname := range d.dms {
+			inner, ok := devs[iname]
+			if !ok || !strings.HasPrefix(iname, "snapshot-") || strings.Count(iname, "-") != 2 {
 				continue
 			}
-			sd, err := deps(ctx, sname)
-			if err != nil {
-				return err
+			id := strings.Split(iname, "-")[1]
+			if _, origin := devs["origin-"+id]; inner.open <= 1 && !origin {
+				remove = append(remove, iname)
 			}
-			if err := dmRemove(ctx, sname); err != nil {
-				return err
+		}
+	}
+	var loops []string
+	for _, r := range remove {
+		if err := dmRemove(ctx, r); err != nil {
+			return err
+		}
+		for _, u := range devs[r].uses {
+			if strings.HasPrefix(u, "loop") {
+				loops = append(loops, "/dev/"+u)
 			}
-			used = append(used, sd...)
-		}
-	case strings.HasPrefix(name, "snapshot-"):
-	default:
-		return fmt.Errorf("%w: %s is no device of the file driver", storage.ErrInvalidConfig, dev)
-	}
-	if !keep {
-		if err := dmRemove(ctx, name); err != nil {
-			return err
 		}
 	}
-	var errs []error
-	for _, d := range used {
-		errs = append(errs, freeDep(ctx, d))
+	if len(loops) > 0 {
+		// An error (a loop device another device still uses: it is marked
+		// to be detached by its last user) changes nothing to do here.
+		_, _ = run(ctx, "losetup", append([]string{"-d"}, loops...)...)
 	}
-	return errors.Join(errs...)
-}
-
-// freeDep detaches an unused loop device, or removes an unused snapshot
-// (by its dm-N node) whose image has no origin device any more.
-func freeDep(ctx context.Context, dev string) error {
-	if !isBlock(dev) {
-		return nil
-	}
-	base := filepath.Base(dev)
-	switch {
-	case strings.HasPrefix(base, "loop"):
-		// A loop device still used by another device is marked to be
-		// detached when its last user goes (the kernel's autoclear).
-		_, _ = run(ctx, "losetup", "-d", dev)
-		return nil
-	case strings.HasPrefix(base, "dm-"):
-		b, err := os.ReadFile(filepath.Join("/sys/block", base, "dm", "name"))
-		if err != nil {
-			return nil
-		}
-		name := strings.TrimSpace(string(b))
-		id, _, ok := strings.Cut(strings.TrimPrefix(name, "snapshot-"), "-")
-		if !ok || !strings.HasPrefix(name, "snapshot-") || isBlock(mapperDir+"origin-"+id) {
-			return nil
-		}
-		if n, err := openCount(ctx, name); err != nil || n > 0 {
-			return err
-		}
-		sd, err := deps(ctx, name)
-		if err != nil {
-			return err
-		}
-		if err := dmRemove(ctx, name); err != nil {
-			return err
-		}
-		var errs []error
-		for _, d := range sd {
-			errs = append(errs, freeDep(ctx, d))
-		}
-		return errors.Join(errs...)
-	}
-	return nil
+	return syncNodes(ctx, nil, remove)
 }
 
 var associatedRE = regexp.MustCompile(`(?m)^(/dev/loop[0-9]+):\s`)

@@ -72,6 +72,7 @@ func cleanupDM(t *testing.T, dir string) {
 				run(ctx, "losetup", "-d", l)
 			}
 		}
+		run(ctx, "dmsetup", "mknodes")
 	})
 }
 

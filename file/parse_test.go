@@ -13,14 +13,18 @@ import (
 )
 
 func TestParseDM(t *testing.T) {
-	assert.Equal(t, []string{"/dev/loop1", "/dev/loop0"}, parseDeps("2 dependencies\t: (loop1) (loop0)\n"))
-	assert.Equal(t, []string{"/dev/dm-3", "/dev/loop7"}, parseDeps(" 2 dependencies  : (dm-3) (loop7)\n"))
-	assert.Empty(t, parseDeps("0 dependencies\t:\n"))
-	n, err := parseOpenCount("  1\n")
+	devs, err := parseDMList("origin-fe00:12;1;loop0;\nsnapshot-fe00:12-fe00:13;0;loop1,loop0;\nsnapshot-fe00:12-fe00:13-fe00:20;2;loop2,dm-1;snapshot-fe00:12-fe00:13\n")
 	require.NoError(t, err)
-	assert.Equal(t, 1, n)
-	for _, bad := range []string{"", "x", "-1", "1 2"} {
-		_, err := parseOpenCount(bad)
+	assert.Equal(t, map[string]dmInfo{
+		"origin-fe00:12":                   {open: 1, uses: []string{"loop0"}},
+		"snapshot-fe00:12-fe00:13":         {open: 0, uses: []string{"loop1", "loop0"}},
+		"snapshot-fe00:12-fe00:13-fe00:20": {open: 2, uses: []string{"loop2", "dm-1"}, dms: []string{"snapshot-fe00:12-fe00:13"}},
+	}, devs)
+	devs, err = parseDMList("No devices found\n")
+	require.NoError(t, err)
+	assert.Empty(t, devs)
+	for _, bad := range []string{"x;1;loop0", "x;-1;;", "x;y;;", ";0;;", "x;0;../etc;", "x;0;;a b"} {
+		_, err := parseDMList(bad)
 		assert.Error(t, err, "%q", bad)
 	}
 	assert.Equal(t, []string{"/dev/loop0", "/dev/loop12"}, parseAssociated(
@@ -38,15 +42,18 @@ func TestParseDM(t *testing.T) {
 // FuzzParseDM: the parsers of losetup's and dmsetup's output never panic
 // and give only what they promise.
 func FuzzParseDM(f *testing.F) {
-	for _, s := range []string{"2 dependencies\t: (loop1) (loop0)\n", "0 16384 snapshot-origin 7:0\n", "/dev/loop0: [2049]:1234 (/x.img)\n", " 1\n", "(dm-1)"} {
+	for _, s := range []string{"origin-fe00:12;1;loop0;\n", "0 16384 snapshot-origin 7:0\n", "/dev/loop0: [2049]:1234 (/x.img)\n", "a;0;dm-1;b\n"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, out string) {
-		for _, d := range parseDeps(out) {
-			require.True(t, strings.HasPrefix(d, "/dev/") && !strings.Contains(d[5:], "/") && !strings.Contains(d, ".."), "dep %q", d)
-		}
-		if n, err := parseOpenCount(out); err == nil {
-			require.GreaterOrEqual(t, n, 0)
+		if devs, err := parseDMList(out); err == nil {
+			for name, d := range devs {
+				require.NotEmpty(t, name)
+				require.GreaterOrEqual(t, d.open, 0)
+				for _, u := range append(d.uses, d.dms...) {
+					require.True(t, devNameRE.MatchString(u) && !strings.Contains(u, "/"), "device %q", u)
+				}
+			}
 		}
 		for _, l := range parseAssociated(out) {
 			require.True(t, loopRE.MatchString(l), "loop %q", l)
