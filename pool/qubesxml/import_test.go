@@ -312,6 +312,11 @@ func TestImportQubesXMLFailures(t *testing.T) {
 	require.NoError(t, err)
 	_, err = m.CreateVolume(ctx, "work", storage.VolumeConfig{Name: "data", Pool: "other", VID: "appvms/work/data", Size: 1 << 20, RW: true, SaveOnStop: true})
 	require.NoError(t, err)
+	// The volume's precache is cloned in the background: wait for it, so
+	// that the trees compared below are still.
+	op, err := m.Pool("other")
+	require.NoError(t, err)
+	require.NoError(t, op.(storage.Flusher).Flush(ctx))
 	good := fixtureXML(t)
 
 	for name, tc := range map[string]struct {
