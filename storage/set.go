@@ -8,7 +8,10 @@ import (
 )
 
 // Set holds the volumes of one VM and starts and stops them together, as
-// Qubes' Storage does for a domain.
+// Qubes' Storage does for a domain. When all its volumes share one
+// [Batch] (they implement [Batcher] and live in one pool whose driver
+// batches), Set starts and stops them through it; otherwise it calls each
+// volume's Start and Stop concurrently.
 type Set struct {
 	volumes []Volume
 }
@@ -46,33 +49,100 @@ func (s *Set) Start(ctx context.Context) error {
 		wasDirty[i] = dirty
 	}
 	started := make([]bool, len(s.volumes))
-	err := s.eachIndex(ctx, func(ctx context.Context, i int, v Volume) error {
-		if err := v.Start(ctx); err != nil {
-			return err
+	var err error
+	b := s.batch()
+	if b != nil {
+		errs := b.Start(ctx, s.Volumes())
+		for i := range s.volumes {
+			started[i] = errs[i] == nil
 		}
-		started[i] = true
-		return nil
-	})
+		err = errors.Join(errs...)
+	} else {
+		err = s.eachIndex(ctx, func(ctx context.Context, i int, v Volume) error {
+			if err := v.Start(ctx); err != nil {
+				return err
+			}
+			started[i] = true
+			return nil
+		})
+	}
 	if err == nil {
 		return nil
 	}
 	// Roll back with a context that is not cancelled: a cancelled start
 	// must still leave the volumes as they were.
 	rollback := context.WithoutCancel(ctx)
-	var errs []error
+	var abort []Volume
 	for i, v := range s.volumes {
 		if started[i] && !wasDirty[i] {
-			if aerr := v.Abort(rollback); aerr != nil {
-				errs = append(errs, fmt.Errorf("roll back %s: %w", v.Config().VID, aerr))
-			}
+			abort = append(abort, v)
 		}
 	}
-	return errors.Join(append([]error{err}, errs...)...)
+	var aerrs []error
+	if b != nil && len(abort) > 0 {
+		aerrs = b.Stop(rollback, abort, true)
+	} else {
+		for _, v := range abort {
+			aerrs = append(aerrs, v.Abort(rollback))
+		}
+	}
+	errs := []error{err}
+	for i, aerr := range aerrs {
+		if aerr != nil {
+			errs = append(errs, fmt.Errorf("roll back %s: %w", abort[i].Config().VID, aerr))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// Stop stops all volumes concurrently and returns all failures joined.
+// Stop stops all volumes concurrently (or through their Batch) and returns
+// all failures joined.
 func (s *Set) Stop(ctx context.Context) error {
+	if b := s.batch(); b != nil {
+		return errors.Join(b.Stop(ctx, s.Volumes(), false)...)
+	}
 	return s.each(ctx, func(ctx context.Context, v Volume) error { return v.Stop(ctx) })
+}
+
+// Batcher is implemented by volumes whose pool starts and stops several of
+// its volumes at once faster than one by one: lvm_thin runs the LV
+// operations of all of them in one lvm process and reads the LV report
+// once. Set uses it when every one of its volumes returns the same Batch.
+type Batcher interface {
+	Volume
+	// Batch returns the value that starts and stops this volume together
+	// with the other volumes of the same Batch (its pool's).
+	Batch() Batch
+}
+
+// Batch starts and stops volumes of one pool together. Each volume gets
+// its own result, as if its own Start, Stop or Abort had run: a volume
+// that fails leaves nothing half-made, and the others are not affected
+// by its failure.
+type Batch interface {
+	// Start starts vols; it returns one error per volume, nil for those
+	// that started.
+	Start(ctx context.Context, vols []Volume) []error
+	// Stop stops vols, or aborts them (see Volume.Abort) when abort is
+	// set; it returns one error per volume.
+	Stop(ctx context.Context, vols []Volume, abort bool) []error
+}
+
+// batch returns the Batch every volume of the set shares, or nil.
+func (s *Set) batch() Batch {
+	var b Batch
+	for _, v := range s.volumes {
+		bv, ok := v.(Batcher)
+		if !ok {
+			return nil
+		}
+		vb := bv.Batch()
+		if vb == nil || b != nil && vb != b {
+			return nil
+		}
+		b = vb
+	}
+	return b
 }
 
 func (s *Set) each(ctx context.Context, fn func(context.Context, Volume) error) error {
