@@ -1,0 +1,124 @@
+//go:build vmtest
+
+package lvm_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vmpool/vmpool/internal/testenv"
+	"github.com/vmpool/vmpool/lvm"
+	"github.com/vmpool/vmpool/pool"
+	"github.com/vmpool/vmpool/storage"
+)
+
+// The tests with the vmtest tag run inside a VM with device-mapper and
+// LVM (internal/vmtest, or a VM made by hand): VMTEST_IN_VM=1, and
+// VMTEST_VG and VMTEST_THINPOOL name a volume group with a thin pool
+// made for the run.
+
+// requireVM fails or skips (testenv) unless the test runs in such a VM,
+// and says that it does.
+func requireVM(t testing.TB) {
+	t.Helper()
+	testenv.Need(t, os.Getenv("VMTEST_IN_VM") == "1", "lvm-vm", "LVM tests run in a VM with device-mapper (VMTEST_IN_VM=1)")
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "lvm", "losetup", "blkdiscard")
+}
+
+// runVG returns the volume group and thin pool made for the run.
+func runVG(t testing.TB) (vg, thin string) {
+	t.Helper()
+	requireVM(t)
+	vg, thin = os.Getenv("VMTEST_VG"), os.Getenv("VMTEST_THINPOOL")
+	require.NotEmpty(t, vg, "VMTEST_VG")
+	require.NotEmpty(t, thin, "VMTEST_THINPOOL")
+	return vg, thin
+}
+
+var vgSeq atomic.Int64
+
+// newVG makes a volume group of its own on a sparse loop device, with a
+// thin pool "pool" of poolSize bytes (extra: more lvcreate arguments), and
+// removes it at cleanup. Each conformance case gets one: vids name their
+// volume group, and the cases use the same VM names.
+func newVG(t testing.TB, poolSize int64, extra ...string) (vg, thin string) {
+	t.Helper()
+	requireVM(t)
+	vg = fmt.Sprintf("vmp%d", vgSeq.Add(1))
+	img := filepath.Join(t.TempDir(), vg+".img")
+	require.NoError(t, os.WriteFile(img, nil, 0o600))
+	require.NoError(t, os.Truncate(img, poolSize+64<<20))
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	require.NoError(t, err, "losetup: %s", out)
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+	create := append([]string{"lvcreate", "--type", "thin-pool", "--size", fmt.Sprintf("%dB", poolSize), "--name", "pool"}, extra...)
+	create = append(create, vg)
+	out2, err := lvm.ExecRunner{}.LVM(context.Background(), [][]string{{"vgcreate", vg, dev}, create})
+	require.NoError(t, err, "vgcreate, lvcreate: %s", out2.Stderr)
+	t.Cleanup(func() {
+		if out, err := exec.Command("lvm", "vgremove", "--force", "--force", vg).CombinedOutput(); err != nil {
+			t.Errorf("vgremove %s: %v: %s", vg, err, out)
+		}
+	})
+	return vg, "pool"
+}
+
+// lvmRun runs lvm commands in one process and fails on an error.
+func lvmRun(t testing.TB, cmds ...[]string) string {
+	t.Helper()
+	var out []byte
+	for _, c := range cmds {
+		o, err := exec.Command("lvm", c...).CombinedOutput()
+		require.NoError(t, err, "lvm %v: %s", c, o)
+		out = append(out, o...)
+	}
+	return string(out)
+}
+
+// openPool opens an lvm_thin pool on vg/thin.
+func openPool(t testing.TB, vg, thin string, params map[string]string) storage.Pool {
+	t.Helper()
+	ps := map[string]string{"volume_group": vg, "thin_pool": thin}
+	for k, v := range params {
+		ps[k] = v
+	}
+	p, err := pool.Open(context.Background(), lvm.DriverName, storage.PoolConfig{Name: "lvm-" + vg, Params: ps})
+	require.NoError(t, err)
+	return p
+}
+
+// lvs returns the report of vg as LV name → field → value.
+func lvs(t testing.TB, vg string) map[string]map[string]string {
+	t.Helper()
+	out, err := exec.Command("lvm", "lvs", "--nameprefixes", "--noheadings", "--units", "b", "--nosuffix",
+		"-o", "lv_name,lv_size,lv_attr,origin,lv_uuid,pool_lv", vg).CombinedOutput()
+	require.NoError(t, err, "lvs: %s", out)
+	res := make(map[string]map[string]string)
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		f := make(map[string]string)
+		for _, kv := range strings.Fields(line) {
+			k, v, _ := strings.Cut(kv, "=")
+			f[strings.TrimPrefix(k, "LVM2_")] = strings.Trim(v, "'")
+		}
+		res[f["LV_NAME"]] = f
+	}
+	return res
+}
