@@ -125,6 +125,15 @@ func (v *volume) ImportVolume(ctx context.Context, src storage.Volume) error {
 		if err := v.checkImport(r); err != nil {
 			return err
 		}
+		if src.Config().SnapshotsDisabled() {
+			running, err := src.IsRunning(ctx)
+			if err != nil {
+				return err
+			}
+			if running {
+				return fmt.Errorf("volume %s must be stopped before importing its data: %w", src.Config().VID, storage.ErrRunning)
+			}
+		}
 		if sv, ok := src.(*volume); ok && sv.p.vg == v.p.vg && sv.p.thin == v.p.thin {
 			cur := currentLV(r, sv.lv)
 			if _, ok := r[cur]; !ok {

@@ -21,7 +21,7 @@ func TestSuiteLVM(t *testing.T) {
 	t.Log("running in the VM (VMTEST_IN_VM=1) on real LVM thin pools")
 	storagetest.Run(t, storagetest.Config{
 		NewPool: func(t *testing.T) storage.Pool {
-			vg, thin := newVG(t, 256<<20)
+			vg, thin := newVG(t, suiteVGSize)
 			p := openPool(t, vg, thin, nil)
 			require.NoError(t, p.Setup(t.Context()))
 			return p

@@ -4,11 +4,13 @@ package lvm_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -46,35 +48,112 @@ func runVG(t testing.TB) (vg, thin string) {
 
 var vgSeq atomic.Int64
 
-// newVG makes a volume group of its own on a sparse loop device, with a
-// thin pool "pool" of poolSize bytes (extra: more lvcreate arguments), and
-// removes it at cleanup. Each conformance case gets one: vids name their
-// volume group, and the cases use the same VM names.
+// reusable holds the volume groups of the default shape (suiteVGSize,
+// no extra arguments) that a finished test emptied: making a volume group
+// and its thin pool costs several seconds in the VM, emptying one a
+// single lvm process.
+var reusable struct {
+	sync.Mutex
+	vgs []string
+}
+
+// suiteVGSize is the thin pool size of the reusable volume groups.
+const suiteVGSize = 256 << 20
+
+// newVG returns a volume group of its own, on a sparse loop device, with
+// a thin pool "pool" of poolSize bytes (extra: more lvcreate arguments);
+// at cleanup the volume group is removed, or, for the default shape,
+// emptied and kept for the next test. Each conformance case gets one:
+// vids name their volume group, and the cases use the same VM names.
 func newVG(t testing.TB, poolSize int64, extra ...string) (vg, thin string) {
 	t.Helper()
 	requireVM(t)
+	shared := poolSize == suiteVGSize && len(extra) == 0
+	if shared {
+		reusable.Lock()
+		if n := len(reusable.vgs); n > 0 {
+			vg = reusable.vgs[n-1]
+			reusable.vgs = reusable.vgs[:n-1]
+		}
+		reusable.Unlock()
+		if vg != "" {
+			t.Cleanup(func() { release(t, vg) })
+			return vg, "pool"
+		}
+	}
 	vg = fmt.Sprintf("vmp%d", vgSeq.Add(1))
-	img := filepath.Join(t.TempDir(), vg+".img")
+	dir, err := os.MkdirTemp("", "vmpool-vg-")
+	require.NoError(t, err)
+	img := filepath.Join(dir, vg+".img")
 	require.NoError(t, os.WriteFile(img, nil, 0o600))
 	require.NoError(t, os.Truncate(img, poolSize+64<<20))
 	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
 	require.NoError(t, err, "losetup: %s", out)
 	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
 	create := append([]string{"lvcreate", "--type", "thin-pool", "--size", fmt.Sprintf("%dB", poolSize), "--name", "pool"}, extra...)
 	create = append(create, vg)
 	out2, err := lvm.ExecRunner{}.LVM(context.Background(), [][]string{{"vgcreate", vg, dev}, create})
 	require.NoError(t, err, "vgcreate, lvcreate: %s", out2.Stderr)
-	t.Cleanup(func() {
-		if out, err := exec.Command("lvm", "vgremove", "--force", "--force", vg).CombinedOutput(); err != nil {
-			t.Errorf("vgremove %s: %v: %s", vg, err, out)
-		}
-	})
+	if shared {
+		destroyAtExit.Lock()
+		destroyAtExit.fns = append(destroyAtExit.fns, func() error { return destroyVG(vg, dev, dir) })
+		destroyAtExit.Unlock()
+		t.Cleanup(func() { release(t, vg) })
+	} else {
+		t.Cleanup(func() {
+			if err := destroyVG(vg, dev, dir); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 	return vg, "pool"
+}
+
+// destroyAtExit holds the removal of the reusable volume groups, run by
+// TestMain.
+var destroyAtExit struct {
+	sync.Mutex
+	fns []func() error
+}
+
+func destroyVG(vg, dev, dir string) error {
+	var errs []error
+	if out, err := exec.Command("lvm", "vgremove", "--force", "--force", vg).CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("vgremove %s: %v: %s", vg, err, out))
+	}
+	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("losetup -d %s: %v: %s", dev, err, out))
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// release removes every LV of vg but its thin pool and keeps vg for the
+// next test.
+func release(t testing.TB, vg string) {
+	out, err := exec.Command("lvm", "lvremove", "--yes", "--force", "--select", "lv_name=~^vm-", vg).CombinedOutput()
+	if err != nil {
+		t.Errorf("empty %s: %v: %s", vg, err, out)
+		return
+	}
+	reusable.Lock()
+	reusable.vgs = append(reusable.vgs, vg)
+	reusable.Unlock()
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	destroyAtExit.Lock()
+	for _, fn := range destroyAtExit.fns {
+		if err := fn(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	destroyAtExit.Unlock()
+	os.Exit(code)
 }
 
 // lvmRun runs lvm commands in one process and fails on an error.

@@ -516,6 +516,11 @@ func (v *volume) startPlan(r report) *plan {
 	if err := v.verify(r); err != nil {
 		return &plan{v: v, err: err}
 	}
+	if c.SnapOnStart {
+		if err := v.p.checkNotRunningDisabled(c.Source); err != nil {
+			return &plan{v: v, err: err}
+		}
+	}
 	switch {
 	case c.SnapshotsDisabled():
 		revs := revisionsOf(r, v.lv)
@@ -872,3 +877,23 @@ func (p *thinPool) batch(ctx context.Context, op string, vols []storage.Volume, 
 }
 
 var errNoImport = errors.New("no import operation in progress")
+
+// checkNotRunningDisabled refuses (ErrRunning) a registered volume vid
+// that runs with snapshots disabled: it runs on its committed LV, so
+// neither a snapshot of it nor an import from it would be consistent
+// (Qubes: "Volume <vid> is running").
+func (p *thinPool) checkNotRunningDisabled(vid string) error {
+	p.mu.Lock()
+	src := p.volumes[vid]
+	p.mu.Unlock()
+	if src == nil {
+		return nil
+	}
+	src.mu.Lock()
+	busy := src.disabledRunning && src.cfg.SnapshotsDisabled()
+	src.mu.Unlock()
+	if busy {
+		return fmt.Errorf("volume %s is running: %w", vid, storage.ErrRunning)
+	}
+	return nil
+}
