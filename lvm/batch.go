@@ -121,7 +121,7 @@ func (p *thinPool) discard(ctx context.Context, r report, names []string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.run.Run(ctx, "blkdiscard", "-p", "1G", devPath(p.vg, name)); err != nil {
+			if _, err := p.run.Run(ctx, "blkdiscard", "-p", "1G", devPath(p.vg, name)); err != nil {
 				p.log.Debug().Err(err).Str("lv", name).Msg("blkdiscard")
 			}
 		}()

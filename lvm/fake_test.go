@@ -77,13 +77,13 @@ func (f *fakeLVM) LVM(ctx context.Context, cmds [][]string) (lvm.LVMOutput, erro
 	return out, nil
 }
 
-func (f *fakeLVM) Run(ctx context.Context, name string, args ...string) error {
+func (f *fakeLVM) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if name == "blkdiscard" {
 		f.discards = append(f.discards, args[len(args)-1])
 	}
-	return nil
+	return nil, nil
 }
 
 // lvName returns the LV of "vg/lv".

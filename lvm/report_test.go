@@ -91,3 +91,13 @@ func TestNames(t *testing.T) {
 }
 
 func timeUnix(s int64) time.Time { return time.Unix(s, 0) }
+
+func TestParseThinStatus(t *testing.T) {
+	n, ok := parseThinStatus([]byte("0 2097152 thin 8192 2097151\n"))
+	assert.True(t, ok)
+	assert.Equal(t, int64(8192*512), n)
+	for _, bad := range []string{"", "0 2097152 thin-pool 1 2", "0 1 thin x 2", "0 1 thin -1 2"} {
+		_, ok := parseThinStatus([]byte(bad))
+		assert.False(t, ok, bad)
+	}
+}

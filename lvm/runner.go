@@ -27,8 +27,9 @@ type Runner interface {
 	// failure; for a single command that is the command's failure, as a
 	// *CommandError.
 	LVM(ctx context.Context, cmds [][]string) (LVMOutput, error)
-	// Run runs another program and returns a *CommandError when it fails.
-	Run(ctx context.Context, name string, args ...string) error
+	// Run runs another program (blkdiscard, dmsetup) and returns its
+	// stdout, or a *CommandError when it fails.
+	Run(ctx context.Context, name string, args ...string) ([]byte, error)
 }
 
 // LVMOutput is what one lvm process wrote.
@@ -200,17 +201,17 @@ func splitStderr(b []byte, n int) [][]byte {
 }
 
 // Run implements Runner.
-func (r ExecRunner) Run(ctx context.Context, name string, args ...string) error {
+func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(cmd.Environ(), "LC_ALL=C")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) && ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return &CommandError{Program: name, Args: args, Stderr: strings.TrimSpace(stderr.String()), Err: err}
+		return nil, &CommandError{Program: name, Args: args, Stderr: strings.TrimSpace(stderr.String()), Err: err}
 	}
-	return nil
+	return stdout.Bytes(), nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/vmpool/vmpool/storage"
@@ -375,8 +377,12 @@ func (v *volume) Size(ctx context.Context) (int64, error) {
 	return n, err
 }
 
-// Usage is what the committed LV (a volatile volume's LV) has allocated,
-// from a fresh report, as Qubes' ThinVolume.usage.
+// Usage is what the volume's LV in use has allocated: a running volume's
+// (-snap, a volatile volume's LV), else the committed one (Qubes reports
+// the committed LV's even while it runs). An active LV's figure is exact,
+// from its thin target's mapped sectors (dmsetup status); an inactive
+// one's is lv_size × data_percent from a fresh report, as Qubes computes
+// it (to 0.01% of the size).
 func (v *volume) Usage(ctx context.Context) (int64, error) {
 	if err := v.p.begin(); err != nil {
 		return 0, v.wrap("usage", err)
@@ -386,7 +392,37 @@ func (v *volume) Usage(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, v.wrap("usage", err)
 	}
-	return r[currentLV(r, v.lv)].Usage, nil
+	lv := currentLV(r, v.lv)
+	if _, ok := r[v.snap]; ok && (v.cfg.SnapOnStart || v.cfg.SaveOnStop) {
+		lv = v.snap
+	}
+	l, ok := r[lv]
+	if !ok {
+		return 0, nil
+	}
+	if l.active() {
+		name := strings.TrimPrefix(mapperPath(v.p.vg, lv), "/dev/mapper/")
+		if out, err := v.p.run.Run(ctx, "dmsetup", "status", "--", name); err == nil {
+			if n, ok := parseThinStatus(out); ok {
+				return n, nil
+			}
+		}
+	}
+	return l.Usage, nil
+}
+
+// parseThinStatus reads the bytes a thin device has mapped from its
+// dmsetup status line, "START LENGTH thin MAPPED_SECTORS HIGHEST".
+func parseThinStatus(out []byte) (int64, bool) {
+	f := strings.Fields(string(out))
+	if len(f) < 4 || f[2] != "thin" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil || n < 0 || n > 1<<54 {
+		return 0, false
+	}
+	return n * 512, true
 }
 
 // Revisions lists the -<epoch>-back LVs, oldest first.
