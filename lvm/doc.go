@@ -79,4 +79,16 @@
 // The LVs vmpool makes have no activation-skip flag
 // (--setactivationskip=n, as Qubes); LVs made by other tools may, and are
 // activated with --ignoreactivationskip.
+//
+// Checked by hand in the VM against Qubes' own driver (qubes_driver.py
+// running qubes-core-admin's lvm.py, one operation per call, on one
+// volume group, lvm2 2.03.16): Qubes created an origin and a template
+// root and committed twice; vmpool read the committed data and the
+// revision, reverted to it, ran a cycle (commit and prune), and started
+// an AppVM root as a snapshot of Qubes' template root, which showed its
+// data; Qubes then read vmpool's committed data and revision, ran a cycle
+// of its own (pruning vmpool's revision), which vmpool read; vmpool made a
+// new volume and left it running, which Qubes saw as a volume with
+// uncommitted data, committed at its stop, and removed. Each side saw the
+// other's data, revisions (ids and timestamps) and running state.
 package lvm

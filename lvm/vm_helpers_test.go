@@ -61,7 +61,9 @@ var reusable struct {
 const suiteVGSize = 256 << 20
 
 // newVG returns a volume group of its own, on a sparse loop device, with
-// a thin pool "pool" of poolSize bytes (extra: more lvcreate arguments);
+// a thin pool "pool" of poolSize bytes (extra: more lvcreate arguments)
+// and 1 MiB extents (LV sizes round up to the extent size, 4 MiB by
+// default, and the conformance suite resizes by 1 MiB);
 // at cleanup the volume group is removed, or, for the default shape,
 // emptied and kept for the next test. Each conformance case gets one:
 // vids name their volume group, and the cases use the same VM names.
@@ -92,7 +94,7 @@ func newVG(t testing.TB, poolSize int64, extra ...string) (vg, thin string) {
 	dev := strings.TrimSpace(string(out))
 	create := append([]string{"lvcreate", "--type", "thin-pool", "--size", fmt.Sprintf("%dB", poolSize), "--name", "pool"}, extra...)
 	create = append(create, vg)
-	out2, err := lvm.ExecRunner{}.LVM(context.Background(), [][]string{{"vgcreate", vg, dev}, create})
+	out2, err := lvm.ExecRunner{}.LVM(context.Background(), [][]string{{"vgcreate", "--physicalextentsize", "1M", vg, dev}, create})
 	require.NoError(t, err, "vgcreate, lvcreate: %s", out2.Stderr)
 	if shared {
 		destroyAtExit.Lock()
