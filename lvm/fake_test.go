@@ -298,7 +298,7 @@ func openFake(t *testing.T, f *fakeLVM, params map[string]string) storage.Pool {
 	ps := map[string]string{"volume_group": f.vg, "thin_pool": f.thin}
 	maps.Copy(ps, params)
 	clock := &fakeClock{t: time.Unix(1521065900, 0)}
-	p, err := lvm.OpenWith(t.Context(), storage.PoolConfig{Name: "fake", Params: ps}, lvm.Options{Runner: f, Now: clock.now})
+	p, err := lvm.OpenWith(t.Context(), storage.PoolConfig{Name: "fake", Params: ps}, lvm.Options{Runner: f, Now: clock.now, LockDir: t.TempDir()})
 	require.NoError(t, err)
 	require.NoError(t, p.Setup(t.Context()))
 	t.Cleanup(func() { require.NoError(t, p.Close()) })

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/vmpool/vmpool/internal/fsutil"
 
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/storage"
@@ -38,9 +42,12 @@ func (Driver) Parameters() []storage.Parameter {
 	}
 }
 
-// Open validates the parameters and returns the pool. It runs nothing:
-// Setup checks that the thin pool exists, and the first operation that
-// needs the LV report reads it.
+// Open validates the parameters, locks the pool against other processes
+// (an flock on /run/lock/vmpool-lvm_thin-VG-POOL.lock until Close; one
+// held by another process is waited for until ctx ends, one held by this
+// process is refused at once, both storage.ErrInUse) and returns the
+// pool. It runs no lvm: Setup checks that the thin pool exists, and the
+// first operation that needs the LV report reads it.
 func (Driver) Open(ctx context.Context, cfg storage.PoolConfig) (storage.Pool, error) {
 	return OpenWith(ctx, cfg, Options{})
 }
@@ -52,6 +59,8 @@ type Options struct {
 	Runner Runner
 	// Now returns the time revisions are named after; nil means time.Now.
 	Now func() time.Time
+	// LockDir is where the pool's lock file is; empty means /run/lock.
+	LockDir string
 }
 
 // OpenWith is Driver.Open with opts.
@@ -60,6 +69,27 @@ func OpenWith(ctx context.Context, cfg storage.PoolConfig, opts Options) (storag
 	if err != nil {
 		return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: err}
 	}
+	dir := opts.LockDir
+	if dir == "" {
+		dir = "/run/lock"
+	}
+	path := filepath.Join(dir, "vmpool-"+DriverName+"-"+p.vg+"-"+p.thin+".lock")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: fmt.Errorf("lock directory: %w", err)}
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: fmt.Errorf("lock file: %w", err)}
+	}
+	f.Close()
+	l, err := fsutil.LockPath(ctx, path)
+	if errors.Is(err, fsutil.ErrLocked) {
+		err = fmt.Errorf("%w: %w", storage.ErrInUse, err)
+	}
+	if err != nil {
+		return nil, &storage.Error{Op: "open", Pool: cfg.Name, Err: err}
+	}
+	p.lock = l
 	return p, nil
 }
 
@@ -80,6 +110,8 @@ type thinPool struct {
 	rep   report // the last report; nil until read
 	// lvmProcs counts the lvm processes the pool ran (benchmarks).
 	lvmProcs atomic.Int64
+
+	lock *fsutil.Lock // against other processes, until Close
 
 	mu       sync.Mutex
 	volumes  map[string]*volume
@@ -440,6 +472,9 @@ func (p *thinPool) Close() error {
 	p.closed = true
 	p.mu.Unlock()
 	p.inflight.Wait()
+	if p.lock != nil {
+		return p.lock.Unlock()
+	}
 	return nil
 }
 

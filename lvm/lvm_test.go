@@ -356,10 +356,10 @@ func TestBadInput(t *testing.T) {
 		{"volume_group": "vg", "thin_pool": "pool", "revisions_to_keep": "-2"},
 		{"volume_group": "vg", "thin_pool": "pool", "ephemeral_volatile": "maybe"},
 	} {
-		_, err := lvm.OpenWith(t.Context(), storage.PoolConfig{Name: "bad", Params: params}, lvm.Options{Runner: f})
+		_, err := lvm.OpenWith(t.Context(), storage.PoolConfig{Name: "bad", Params: params}, lvm.Options{Runner: f, LockDir: t.TempDir()})
 		assert.ErrorIs(t, err, storage.ErrInvalidConfig, "%v", params)
 	}
-	missing, err := lvm.OpenWith(t.Context(), storage.PoolConfig{Name: "m", Params: map[string]string{"volume_group": "vg", "thin_pool": "nopool"}}, lvm.Options{Runner: f})
+	missing, err := lvm.OpenWith(t.Context(), storage.PoolConfig{Name: "m", Params: map[string]string{"volume_group": "vg", "thin_pool": "nopool"}}, lvm.Options{Runner: f, LockDir: t.TempDir()})
 	require.NoError(t, err)
 	assert.ErrorIs(t, missing.Setup(t.Context()), storage.ErrNotFound)
 }
@@ -370,4 +370,20 @@ func TestPoolUsage(t *testing.T) {
 	u, err := p.Usage(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, storage.PoolUsage{DataSize: 1 << 30, DataUsage: (1 << 30) / 100, Extra: map[string]int64{"metadata_size": 4194304, "metadata_usage": 419430}}, u)
+}
+
+// TestSecondOpenRefused: a pool is locked against a second open until
+// Close.
+func TestSecondOpenRefused(t *testing.T) {
+	f := newFake()
+	dir := t.TempDir()
+	cfg := storage.PoolConfig{Name: "a", Params: map[string]string{"volume_group": "vg", "thin_pool": "pool"}}
+	p, err := lvm.OpenWith(t.Context(), cfg, lvm.Options{Runner: f, LockDir: dir})
+	require.NoError(t, err)
+	_, err = lvm.OpenWith(t.Context(), cfg, lvm.Options{Runner: f, LockDir: dir})
+	assert.ErrorIs(t, err, storage.ErrInUse)
+	require.NoError(t, p.Close())
+	p, err = lvm.OpenWith(t.Context(), cfg, lvm.Options{Runner: f, LockDir: dir})
+	require.NoError(t, err, "free again after Close")
+	require.NoError(t, p.Close())
 }
