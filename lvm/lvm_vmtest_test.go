@@ -119,14 +119,18 @@ func TestVMNaming(t *testing.T) {
 // committed LV) commits at stop with the committed LV kept as a revision.
 func TestVMOldLayouts(t *testing.T) {
 	vg, thin := newVG(t, suiteVGSize)
-	p := openPool(t, vg, thin, nil)
-	require.NoError(t, p.Setup(t.Context()))
-	defer p.Close()
 	ctx := t.Context()
 	create := func(lv string) []string {
 		return []string{"lvcreate", "--thin", "--name=" + lv, "--virtualsize=8M", "--", vg + "/" + thin}
 	}
-	lvmRun(t, create("vm-old-root-1521065904-back"), create("vm-old-root-1521065905-back"), create("vm-old-root-snap"))
+	// The LVs are made before the pool opens: a pool reads the report at
+	// Setup and after its own commands, and assumes, as Qubes' driver
+	// does, that nothing else changes its LVs meanwhile.
+	lvmRun(t, create("vm-old-root-1521065904-back"), create("vm-old-root-1521065905-back"), create("vm-old-root-snap"),
+		create("vm-old2-private"), []string{"lvcreate", "--snapshot", "--name=vm-old2-private-snap", "--", vg + "/vm-old2-private"})
+	p := openPool(t, vg, thin, nil)
+	require.NoError(t, p.Setup(ctx))
+	defer p.Close()
 	snapUUID := lvs(t, vg)["vm-old-root-snap"]["LV_UUID"]
 	keep := 2
 	v, err := p.InitVolume(storage.VolumeConfig{VID: vg + "/vm-old-root", Size: 8 << 20, RW: true, SaveOnStop: true, RevisionsToKeep: &keep})
@@ -146,7 +150,6 @@ func TestVMOldLayouts(t *testing.T) {
 	assert.Equal(t, snapUUID, have["vm-old-root"]["LV_UUID"], "stop commits -snap")
 	assert.Contains(t, have, "vm-old-root-1521065905-back")
 
-	lvmRun(t, create("vm-old2-private"), []string{"lvcreate", "--snapshot", "--name=vm-old2-private-snap", "--", vg + "/vm-old2-private"})
 	old := lvs(t, vg)
 	assert.True(t, strings.HasSuffix(old["vm-old2-private-snap"]["LV_ATTR"], "k"), "a thin snapshot made without --setactivationskip=n has the activation-skip flag")
 	one := 1
@@ -169,12 +172,13 @@ func TestVMOldLayouts(t *testing.T) {
 // Export, and a snapshot of it starts active.
 func TestVMActivation(t *testing.T) {
 	vg, thin := newVG(t, suiteVGSize)
-	p := openPool(t, vg, thin, nil)
-	require.NoError(t, p.Setup(t.Context()))
-	defer p.Close()
 	ctx := t.Context()
 	lvmRun(t, []string{"lvcreate", "--thin", "--name=base", "--virtualsize=8M", "--", vg + "/" + thin},
 		[]string{"lvcreate", "--snapshot", "--name=vm-tpl-root", "--", vg + "/base"})
+	t.Cleanup(func() { lvmRun(t, []string{"lvremove", "--force", vg + "/base"}) })
+	p := openPool(t, vg, thin, nil)
+	require.NoError(t, p.Setup(ctx))
+	defer p.Close()
 	require.Equal(t, byte('-'), lvs(t, vg)["vm-tpl-root"]["LV_ATTR"][4], "inactive")
 	keep := 1
 	tpl, err := p.InitVolume(storage.VolumeConfig{VID: vg + "/vm-tpl-root", Size: 8 << 20, RW: true, SaveOnStop: true, RevisionsToKeep: &keep})

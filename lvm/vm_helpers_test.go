@@ -96,6 +96,9 @@ func newVG(t testing.TB, poolSize int64, extra ...string) (vg, thin string) {
 	create = append(create, vg)
 	out2, err := lvm.ExecRunner{}.LVM(context.Background(), [][]string{{"vgcreate", "--physicalextentsize", "1M", vg, dev}, create})
 	require.NoError(t, err, "vgcreate, lvcreate: %s", out2.Stderr)
+	if _, ok := lvs(t, vg)["pool"]; !ok {
+		require.Fail(t, "no thin pool", "vgcreate: %s; lvcreate: %s", out2.Stderr[0], out2.Stderr[1])
+	}
 	if shared {
 		destroyAtExit.Lock()
 		destroyAtExit.fns = append(destroyAtExit.fns, func() error { return destroyVG(vg, dev, dir) })

@@ -81,6 +81,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	_ "github.com/vmpool/vmpool/lvm" // registers the lvm_thin driver
 	"github.com/vmpool/vmpool/pool"
 	_ "github.com/vmpool/vmpool/reflink" // registers the file-reflink driver
 	"github.com/vmpool/vmpool/storage"
