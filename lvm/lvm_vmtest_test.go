@@ -228,12 +228,13 @@ func TestVMImportOtherPool(t *testing.T) {
 	assert.NotContains(t, lvs(t, vg2), "vm-b-private-import")
 }
 
-// TestVMExhaustion: a thin pool that runs out of space (created with
-// --errorwhenfull y) fails the writes and the operations with an error,
-// promptly, and the committed LV keeps its data; an import that does not
+// TestVMExhaustion: a thin pool that runs out of space fails the writes
+// and the operations with an error, promptly, and the committed LV keeps its data (the pool is set to
+// --errorwhenfull y, else writes queue for 60 s); an import that does not
 // fit fails and leaves no -import.
 func TestVMExhaustion(t *testing.T) {
-	vg, thin := newVG(t, 32<<20, "--errorwhenfull", "y")
+	vg, thin := newVG(t, 32<<20)
+	lvmRun(t, []string{"lvchange", "--errorwhenfull", "y", vg + "/" + thin})
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	p := openPool(t, vg, thin, nil)
