@@ -23,9 +23,8 @@ import (
 )
 
 // The tests with the vmtest tag run inside a VM with device-mapper and
-// LVM (internal/vmtest, or a VM made by hand): VMTEST_IN_VM=1, and
-// VMTEST_VG and VMTEST_THINPOOL name a volume group with a thin pool
-// made for the run.
+// LVM (internal/vmtest, or a VM made by hand) as root, with
+// VMTEST_IN_VM=1; they make their volume groups on loop devices.
 
 // requireVM fails or skips (testenv) unless the test runs in such a VM,
 // and says that it does.
@@ -34,16 +33,6 @@ func requireVM(t testing.TB) {
 	testenv.Need(t, os.Getenv("VMTEST_IN_VM") == "1", "lvm-vm", "LVM tests run in a VM with device-mapper (VMTEST_IN_VM=1)")
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "lvm", "losetup", "blkdiscard")
-}
-
-// runVG returns the volume group and thin pool made for the run.
-func runVG(t testing.TB) (vg, thin string) {
-	t.Helper()
-	requireVM(t)
-	vg, thin = os.Getenv("VMTEST_VG"), os.Getenv("VMTEST_THINPOOL")
-	require.NotEmpty(t, vg, "VMTEST_VG")
-	require.NotEmpty(t, thin, "VMTEST_THINPOOL")
-	return vg, thin
 }
 
 var vgSeq atomic.Int64
