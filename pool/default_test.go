@@ -53,6 +53,9 @@ func (p *configPool) Config() map[string]string {
 	maps.Copy(cfg, p.params)
 	return cfg
 }
+func (p *configPool) Usage(context.Context) (storage.PoolUsage, error) {
+	return storage.PoolUsage{}, nil
+}
 func (p *configPool) Setup(context.Context) error   { return nil }
 func (p *configPool) Destroy(context.Context) error { return nil }
 func (p *configPool) Close() error                  { return nil }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,6 +206,9 @@ func (m *Manager) load(ctx context.Context) error {
 				return fmt.Errorf("open pool %s: %w", name, err)
 			}
 			p = m.keepUnavailable(name, ps, err)
+		} else if err := m.probe(ctx, p); err != nil {
+			m.closePool(p)
+			p = m.keepUnavailable(name, ps, err)
 		}
 		m.pools[name] = p
 		m.track(p)
@@ -271,6 +275,31 @@ func (m *Manager) load(ctx context.Context) error {
 		if err := v.Verify(ctx); err != nil {
 			m.log.Warn().Err(err).Str("vm", vm).Str("vid", v.Config().VID).Msg("volume is listed in the state but its image is missing")
 		}
+	}
+	return nil
+}
+
+// probe asks a pool that is not a directory (lvm_thin) whether its
+// storage is here, as its Open does not: a volume group that is not
+// active on this host (another installation's, a disk not attached)
+// makes the pool unavailable, not the Manager unable to open.
+func (m *Manager) probe(ctx context.Context, p storage.Pool) error {
+	if _, isDir := p.Config()["dir_path"]; isDir {
+		return nil
+	}
+	u, err := p.Usage(ctx)
+	if err != nil {
+		return err
+	}
+	if u.Unavailable {
+		cfg := p.Config()
+		var where []string
+		for _, k := range slices.Sorted(maps.Keys(cfg)) {
+			if k != "name" && k != "driver" {
+				where = append(where, k+"="+cfg[k])
+			}
+		}
+		return fmt.Errorf("its storage (%s) is not on this host: %w", strings.Join(where, " "), storage.ErrNotFound)
 	}
 	return nil
 }

@@ -321,6 +321,13 @@ func (imp *qubesImport) apply(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("pool %s: %w", name, err)
 			}
+			if perr := m.probe(ctx, p); perr != nil {
+				// Another installation's volume group need not be active
+				// here: recorded, as at load, to use once it is.
+				m.closePool(p)
+				ip.pool = m.keepUnavailable(name, poolState{Driver: ip.driver, Params: ip.params}, perr)
+				continue
+			}
 			imp.opened = append(imp.opened, p)
 			if ip.dir != "" && !had {
 				imp.claimed = append(imp.claimed, ip.dir)

@@ -9,7 +9,10 @@ import (
 )
 
 // Set holds the volumes of one VM and starts and stops them together, as
-// Qubes' Storage does for a domain.
+// Qubes' Storage does for a domain. When all its volumes share one
+// [Batch] (they implement [Batcher] and live in one pool whose driver
+// batches), Set starts and stops them through it; otherwise it calls each
+// volume's Start and Stop concurrently.
 type Set struct {
 	volumes []Volume
 	vm      string    // the VM, for the names of encrypted mappings
@@ -119,77 +122,158 @@ func (s *Set) Start(ctx context.Context) error {
 	if err := s.Verify(ctx); err != nil {
 		return err
 	}
-	wasDirty := make([]bool, len(s.volumes))
+	n := len(s.volumes)
+	wasDirty := make([]bool, n)
+	names := make([]string, n) // the encrypted mappings to open
 	for i, v := range s.volumes {
 		dirty, err := v.IsDirty(ctx)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", v.Config().VID, err)
 		}
 		wasDirty[i] = dirty
-	}
-	started := make([]bool, len(s.volumes))
-	opened := make([]string, len(s.volumes)) // the mapping names Start opened
-	err := s.eachIndex(ctx, func(ctx context.Context, i int, v Volume) error {
-		name := ""
 		if s.encrypts(v) {
-			var err error
-			if name, err = s.mappingName(v); err != nil {
+			if names[i], err = s.mappingName(v); err != nil {
 				return fmt.Errorf("start %s: %w", v.Config().VID, err)
 			}
 		}
-		if err := v.Start(ctx); err != nil {
-			return err
-		}
-		started[i] = true
-		if name == "" {
+	}
+	started := make([]bool, n)
+	opened := make([]bool, n)
+	encrypt := func(ctx context.Context, i int, v Volume) error {
+		if names[i] == "" {
 			return nil
 		}
-		if err := s.enc.Open(ctx, v.BlockDevice().Path, name); err != nil {
+		if err := s.enc.Open(ctx, v.BlockDevice().Path, names[i]); err != nil {
 			return fmt.Errorf("start %s: encrypt: %w", v.Config().VID, err)
 		}
-		opened[i] = name
+		opened[i] = true
 		return nil
-	})
+	}
+	var err error
+	b := s.batch()
+	if b != nil {
+		errs := b.Start(ctx, s.Volumes())
+		for i, v := range s.volumes {
+			if started[i] = errs[i] == nil; started[i] {
+				errs[i] = encrypt(ctx, i, v)
+			}
+		}
+		err = errors.Join(errs...)
+	} else {
+		err = s.eachIndex(ctx, func(ctx context.Context, i int, v Volume) error {
+			if err := v.Start(ctx); err != nil {
+				return err
+			}
+			started[i] = true
+			return encrypt(ctx, i, v)
+		})
+	}
 	if err == nil {
 		return nil
 	}
 	// Roll back with a context that is not cancelled: a cancelled start
 	// must still leave the volumes as they were.
 	rollback := context.WithoutCancel(ctx)
-	var errs []error
+	errs := []error{err}
+	var abort []Volume
 	for i, v := range s.volumes {
-		if opened[i] != "" {
-			if cerr := s.enc.Close(rollback, opened[i]); cerr != nil {
+		if opened[i] {
+			if cerr := s.enc.Close(rollback, names[i]); cerr != nil {
 				errs = append(errs, fmt.Errorf("roll back %s: close its encrypted mapping: %w", v.Config().VID, cerr))
 				continue // a volume under an open mapping is not aborted
 			}
 		}
 		if started[i] && !wasDirty[i] {
-			if aerr := v.Abort(rollback); aerr != nil {
-				errs = append(errs, fmt.Errorf("roll back %s: %w", v.Config().VID, aerr))
-			}
+			abort = append(abort, v)
 		}
 	}
-	return errors.Join(append([]error{err}, errs...)...)
+	var aerrs []error
+	if b != nil && len(abort) > 0 {
+		aerrs = b.Stop(rollback, abort, true)
+	} else {
+		for _, v := range abort {
+			aerrs = append(aerrs, v.Abort(rollback))
+		}
+	}
+	for i, aerr := range aerrs {
+		if aerr != nil {
+			errs = append(errs, fmt.Errorf("roll back %s: %w", abort[i].Config().VID, aerr))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// Stop stops all volumes concurrently and returns all failures joined. A
-// Set made by NewVMSet first closes each volume's encrypted mapping, if
-// it has one (ephemeral or not: the flag may have changed while it ran);
-// a volume whose mapping does not close is not stopped.
+// Stop stops all volumes (concurrently, or through their Batch) and
+// returns all failures joined. A Set made by NewVMSet first closes each
+// volume's encrypted mapping, if it has one (ephemeral or not: the flag
+// may have changed while it ran); a volume whose mapping does not close
+// is not stopped.
 func (s *Set) Stop(ctx context.Context) error {
-	return s.each(ctx, func(ctx context.Context, v Volume) error {
-		if s.enc != nil {
+	vols := s.Volumes()
+	var errs []error
+	if s.enc != nil {
+		vols = vols[:0]
+		for _, v := range s.volumes {
 			name, err := s.mappingName(v)
+			if err == nil {
+				err = s.enc.Close(ctx, name)
+			}
 			if err != nil {
-				return fmt.Errorf("stop %s: %w", v.Config().VID, err)
+				errs = append(errs, fmt.Errorf("stop %s: close its encrypted mapping: %w", v.Config().VID, err))
+				continue
 			}
-			if err := s.enc.Close(ctx, name); err != nil {
-				return fmt.Errorf("stop %s: close its encrypted mapping: %w", v.Config().VID, err)
-			}
+			vols = append(vols, v)
 		}
-		return v.Stop(ctx)
-	})
+	}
+	if b := s.batch(); b != nil {
+		if len(vols) > 0 {
+			errs = append(errs, b.Stop(ctx, vols, false)...)
+		}
+		return errors.Join(errs...)
+	}
+	errs = append(errs, (&Set{volumes: vols}).each(ctx, func(ctx context.Context, v Volume) error { return v.Stop(ctx) }))
+	return errors.Join(errs...)
+}
+
+// Batcher is implemented by volumes whose pool starts and stops several of
+// its volumes at once faster than one by one: lvm_thin runs the LV
+// operations of all of them in one lvm process and reads the LV report
+// once. Set uses it when every one of its volumes returns the same Batch.
+type Batcher interface {
+	Volume
+	// Batch returns the value that starts and stops this volume together
+	// with the other volumes of the same Batch (its pool's).
+	Batch() Batch
+}
+
+// Batch starts and stops volumes of one pool together. Each volume gets
+// its own result, as if its own Start, Stop or Abort had run: a volume
+// that fails leaves nothing half-made, and the others are not affected
+// by its failure.
+type Batch interface {
+	// Start starts vols; it returns one error per volume, nil for those
+	// that started.
+	Start(ctx context.Context, vols []Volume) []error
+	// Stop stops vols, or aborts them (see Volume.Abort) when abort is
+	// set; it returns one error per volume.
+	Stop(ctx context.Context, vols []Volume, abort bool) []error
+}
+
+// batch returns the Batch every volume of the set shares, or nil.
+func (s *Set) batch() Batch {
+	var b Batch
+	for _, v := range s.volumes {
+		bv, ok := v.(Batcher)
+		if !ok {
+			return nil
+		}
+		vb := bv.Batch()
+		if vb == nil || b != nil && vb != b {
+			return nil
+		}
+		b = vb
+	}
+	return b
 }
 
 func (s *Set) each(ctx context.Context, fn func(context.Context, Volume) error) error {

@@ -78,3 +78,63 @@ func TestSetVerifyFailureStartsNothing(t *testing.T) {
 	require.ErrorIs(t, NewSet(a, b).Start(context.Background()), ErrNotFound)
 	assert.Equal(t, []string{"verify"}, b.calls)
 }
+
+// fakeBatch starts and stops batchVolumes together and records the calls.
+type fakeBatch struct {
+	calls []string
+	fail  string // vid whose start fails
+}
+
+func (b *fakeBatch) Start(ctx context.Context, vols []Volume) []error {
+	errs := make([]error, len(vols))
+	call := "start"
+	for i, v := range vols {
+		call += " " + v.Config().VID
+		if v.Config().VID == b.fail {
+			errs[i] = errors.New("boom")
+		}
+	}
+	b.calls = append(b.calls, call)
+	return errs
+}
+
+func (b *fakeBatch) Stop(ctx context.Context, vols []Volume, abort bool) []error {
+	call := "stop"
+	if abort {
+		call = "abort"
+	}
+	for _, v := range vols {
+		call += " " + v.Config().VID
+	}
+	b.calls = append(b.calls, call)
+	return make([]error, len(vols))
+}
+
+type batchVolume struct {
+	*fakeVolume
+	b Batch
+}
+
+func (v batchVolume) Batch() Batch { return v.b }
+
+func TestSetBatch(t *testing.T) {
+	ctx := context.Background()
+	b := &fakeBatch{}
+	x, y := batchVolume{&fakeVolume{vid: "x"}, b}, batchVolume{&fakeVolume{vid: "y"}, b}
+	s := NewSet(x, y)
+	require.NoError(t, s.Start(ctx))
+	require.NoError(t, s.Stop(ctx))
+	assert.Equal(t, []string{"start x y", "stop x y"}, b.calls, "one batch for all the volumes")
+	assert.Equal(t, []string{"verify"}, x.calls, "the volumes' own Start and Stop are not called")
+
+	b.calls, b.fail = nil, "y"
+	require.Error(t, s.Start(ctx))
+	assert.Equal(t, []string{"start x y", "abort x"}, b.calls, "the volumes that started are aborted through the batch")
+
+	other := &fakeBatch{}
+	z := batchVolume{&fakeVolume{vid: "z"}, other}
+	b.calls, b.fail = nil, ""
+	require.NoError(t, NewSet(x, z).Start(ctx))
+	assert.Empty(t, b.calls, "volumes of two batches start one by one")
+	assert.Equal(t, []string{"verify", "start"}, z.calls)
+}

@@ -73,3 +73,52 @@ func FuzzParseFileVID(f *testing.F) {
 		require.False(t, slices.Contains(strings.Split(vid, "/"), "..") || strings.HasPrefix(vid, "/") || path.Clean(vid) != vid, "accepted unsafe vid %q", vid)
 	})
 }
+
+func TestParseLVMVID(t *testing.T) {
+	good := map[string]LVMVID{
+		"qubes_dom0/vm-work-private":     {VG: "qubes_dom0", VM: "work", Volume: "private"},
+		"vg/vm-sys-net-dm2-root":         {VG: "vg", VM: "sys-net-dm2", Volume: "root"},
+		"my.vg+1/vm-a-volatile":          {VG: "my.vg+1", VM: "a", Volume: "volatile"},
+		"vg/vm-debian-12-xfce-private_2": {VG: "vg", VM: "debian-12-xfce", Volume: "private_2"},
+	}
+	for vid, want := range good {
+		got, err := ParseLVMVID(vid)
+		if assert.NoError(t, err, vid) {
+			assert.Equal(t, want, got, vid)
+			assert.Equal(t, vid, got.String())
+		}
+		vm, vol, err := ParseVID(vid)
+		assert.NoError(t, err)
+		assert.Equal(t, want.VM, vm)
+		assert.Equal(t, want.Volume, vol)
+	}
+	for _, vid := range []string{
+		"", "vg", "vg/", "/vm-a-b", "vg/a-b", "vg/vm-", "vg/vm-a", "vg/vm-a-", "vg/vm--b",
+		"-vg/vm-a-b", "../vm-a-b", "vg/vm-a-b/c", "v g/vm-a-b", "vg/vm-1a-b", "vg/vm-a-dm-b",
+		"vg/vm-a-b.c", "vg/vm-a-b\x00", "appvms/vm-a-b/c",
+	} {
+		_, err := ParseLVMVID(vid)
+		assert.ErrorIs(t, err, ErrInvalidConfig, "%q", vid)
+	}
+	_, _, err := ParseVID("appvms/work/bad-name")
+	assert.ErrorIs(t, err, ErrInvalidConfig, "a malformed file vid is not read as an lvm one")
+	vm, vol, err := ParseVID("appvms/work/private")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"work", "private"}, []string{vm, vol})
+}
+
+func FuzzParseLVMVID(f *testing.F) {
+	for _, s := range []string{"qubes_dom0/vm-work-private", "vg/vm-a-b-c", "vg/vm--", "/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, vid string) {
+		v, err := ParseLVMVID(vid)
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidConfig)
+			return
+		}
+		require.Equal(t, vid, v.String(), "a parsed vid prints as itself")
+		require.NotContains(t, v.Volume, "-")
+		require.NoError(t, ValidateVMName(v.VM))
+	})
+}

@@ -269,7 +269,7 @@ func volumeCreate(fs *flag.FlagSet) runFunc {
 			return usagef("--size is required (except with --snap-on-start, where it defaults to the source's size)")
 		}
 		if source != "" {
-			if _, err := storage.ParseFileVID(source); err != nil {
+			if _, _, err := storage.ParseVID(source); err != nil {
 				return fmt.Errorf("--source: %w", err)
 			}
 		}
@@ -327,8 +327,8 @@ func sourceSize(e *env, m *pool.Manager, poolName, vid string) (int64, error) {
 type volumeRef struct{ pool, vid, vm, name string }
 
 func parseRef(poolName, vid string) (volumeRef, error) {
-	v, err := storage.ParseFileVID(vid)
-	return volumeRef{pool: poolName, vid: vid, vm: v.VM, name: v.Volume}, err
+	vm, name, err := storage.ParseVID(vid)
+	return volumeRef{pool: poolName, vid: vid, vm: vm, name: name}, err
 }
 
 // volume looks the volume up in m; a volume of the VM with that name in

@@ -19,8 +19,9 @@
 //	vmpoolctl vm start | stop VM
 //	vmpoolctl vm list
 //
-// A VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME; the VM is the
-// second part, the volume's name the third. Sizes take qvm-volume's units
+// A VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME (the file
+// drivers; the VM is the second part, the volume's name the third) or
+// VG/vm-VM-VOLUME (lvm_thin; split at the last '-'). Sizes take qvm-volume's units
 // (10G = 10×1000³, 10GiB = 10×1024³). Flags may come before or after the
 // arguments (a negative number such as -1 is an argument, not a flag);
 // --json makes every command print one JSON document, and -v logs what the
@@ -89,6 +90,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	_ "github.com/vmpool/vmpool/file" // registers the file driver
+	_ "github.com/vmpool/vmpool/lvm"  // registers the lvm_thin driver
 	"github.com/vmpool/vmpool/pool"
 	_ "github.com/vmpool/vmpool/reflink" // registers the file-reflink driver
 	"github.com/vmpool/vmpool/storage"
@@ -376,7 +378,7 @@ func printUsage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %s\n      %s\n", strings.TrimSpace(c.name+" "+c.args), c.help)
 	}
-	fmt.Fprintln(w, "\nA VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME. Sizes: 1000, 10G (10×1000³), 10GiB (10×1024³).")
+	fmt.Fprintln(w, "\nA VID is appvms/VM/VOLUME or vm-templates/VM/VOLUME (file drivers), VG/vm-VM-VOLUME (lvm_thin). Sizes: 1000, 10G (10×1000³), 10GiB (10×1024³).")
 	fmt.Fprintln(w, "Global flags may also follow the command. \"vmpoolctl COMMAND -h\" shows a command's flags.")
 	fmt.Fprintln(w, "\nexit status:")
 	fmt.Fprintln(w, "  0  success")

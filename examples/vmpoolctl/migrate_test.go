@@ -47,5 +47,6 @@ func TestRunPoolMigrate(t *testing.T) {
 	ok(t, state, "vm", "start", "work")
 	ok(t, state, "vm", "stop", "work")
 	r := ctl(t, state, "pool", "migrate", "varlibqubes", "lvm_thin")
-	assert.Equal(t, exitFailed, r.code)
+	assert.Equal(t, exitUsage, r.code, "lvm_thin takes no dir_path: %s", r.stderr)
+	assert.Equal(t, "NAME         DRIVER\nvarlibqubes  file-reflink\n", ok(t, state, "pool", "list"), "the pool is as it was")
 }

@@ -104,7 +104,7 @@ func parseVolumeChange(key, value string) (storage.VolumeChange, error) {
 			ch.Ephemeral = &b
 		}
 	case "source":
-		if _, err := storage.ParseFileVID(value); err != nil {
+		if _, _, err := storage.ParseVID(value); err != nil {
 			return ch, fmt.Errorf("source: %w", err)
 		}
 		ch.Source = &value

@@ -96,7 +96,7 @@ func badInputCases(cfg Config) []testCase {
 		{"snap_on_start_without_source", initWith(func(_ *env, c *storage.VolumeConfig) {
 			c.SnapOnStart, c.SaveOnStop, c.RevisionsToKeep = true, false, nil
 		})},
-		{"source_without_snap_on_start", initWith(func(e *env, c *storage.VolumeConfig) { c.Source = e.cfg.VID("tpl", true, "root") })},
+		{"source_without_snap_on_start", initWith(func(e *env, c *storage.VolumeConfig) { c.Source = e.vidT("tpl", true, "root") })},
 		{"source_malformed", initWith(func(_ *env, c *storage.VolumeConfig) {
 			c.SnapOnStart, c.SaveOnStop, c.RevisionsToKeep, c.Source = true, false, nil, "../x"
 		})},

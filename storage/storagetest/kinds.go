@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"io"
 	"os"
 	"slices"
 	"sync/atomic"
@@ -48,7 +49,7 @@ func (e *env) kindConf(kind storage.Kind, vid string, size int64) storage.Volume
 // returns it with its data.
 func (e *env) templateRoot() (storage.Volume, content) {
 	e.t.Helper()
-	src := e.create(e.originConf(e.cfg.VID("tpl", true, "root"), volSize, e.keep(1)))
+	src := e.create(e.originConf(e.vidT("tpl", true, "root"), volSize, e.keep(1)))
 	return src, e.run(src, zeros(volSize), 0x51, 0, 2*mib)
 }
 
@@ -447,9 +448,7 @@ func (e *env) importData(v storage.Volume, c content, success bool) {
 	e.t.Helper()
 	path, err := v.ImportData(e.ctx, c.size)
 	require.NoError(e.t, err)
-	st, err := os.Stat(path)
-	require.NoError(e.t, err)
-	assert.Equal(e.t, c.size, st.Size(), "the import path has the size asked for")
+	assert.Equal(e.t, c.size, pathSize(e.t, path), "the import path has the size asked for")
 	e.writeFile(path, c)
 	require.NoError(e.t, v.ImportDataEnd(e.ctx, success))
 }
@@ -643,4 +642,15 @@ func kindRemove(f *kindFixture) {
 	f.start(again)
 	f.checkDevice(again, f.fresh(), "a volume created again")
 	f.stop(again)
+}
+
+// pathSize returns the size of the file or block device at path (a block
+// device's Stat size is 0, so it seeks to the end).
+func pathSize(t require.TestingT, path string) int64 {
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	n, err := f.Seek(0, io.SeekEnd)
+	require.NoError(t, err)
+	return n
 }

@@ -49,7 +49,7 @@ func poolCreateKeepsData(e *env) {
 // volume needs none.
 func poolVerify(e *env) {
 	t := e.t
-	tpl, err := e.pool.InitVolume(e.originConf(e.cfg.VID("tpl", true, "root"), volSize, e.keep(1)))
+	tpl, err := e.pool.InitVolume(e.originConf(e.vidT("tpl", true, "root"), volSize, e.keep(1)))
 	require.NoError(t, err)
 	snap := e.create(e.snapshotConf(e.vid("vm1", "root"), tpl.Config().VID, volSize))
 	vol := e.create(e.volatileConf(e.vid("vm1", "volatile"), volSize))

@@ -120,7 +120,7 @@ func reconfigureEphemeral(e *env) {
 func reconfigureSource(e *env) {
 	t := e.t
 	tpl1, data1 := e.templateRoot()
-	tpl2 := e.create(e.originConf(e.cfg.VID("tpl2", true, "root"), volSize, e.keep(1)))
+	tpl2 := e.create(e.originConf(e.vidT("tpl2", true, "root"), volSize, e.keep(1)))
 	data2 := e.run(tpl2, zeros(volSize), 0xc4, mib)
 	snap := e.create(e.snapshotConf(e.vid("vm1", "root"), tpl1.Config().VID, volSize))
 	e.start(snap)

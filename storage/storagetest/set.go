@@ -30,7 +30,7 @@ type vmFixture struct {
 func (e *env) vm(template bool) *vmFixture {
 	e.t.Helper()
 	fx := &vmFixture{}
-	tplConf := e.originConf(e.cfg.VID("tpl", true, "root"), volSize, e.keep(1))
+	tplConf := e.originConf(e.vidT("tpl", true, "root"), volSize, e.keep(1))
 	if template {
 		fx.tplRoot, fx.tplData = e.templateRoot()
 	} else {

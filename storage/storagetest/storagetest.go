@@ -28,6 +28,10 @@ type Config struct {
 	// template VM) in the driver's format; file-reflink:
 	// "appvms/vm/volume" or "vm-templates/vm/volume".
 	VID func(vm string, template bool, volume string) string
+	// PoolVID, when set, is used instead of VID, for drivers whose vids
+	// depend on the pool (lvm_thin: "VG/vm-VM-VOLUME", and each subtest
+	// has a volume group of its own).
+	PoolVID func(p storage.Pool, vm string, template bool, volume string) string
 	// Caps is what the pool is expected to be able to do on this
 	// filesystem. The suite checks that pool.Capabilities() equals it and
 	// branches on it.
@@ -88,7 +92,7 @@ func Run(t *testing.T, cfg Config) {
 	t.Helper()
 	require.NotNil(t, cfg.NewPool, "storagetest: Config.NewPool is required")
 	require.NotNil(t, cfg.Reopen, "storagetest: Config.Reopen is required")
-	require.NotNil(t, cfg.VID, "storagetest: Config.VID is required")
+	require.True(t, cfg.VID != nil || cfg.PoolVID != nil, "storagetest: Config.VID or PoolVID is required")
 	if cfg.OpenDevice == nil {
 		cfg.OpenDevice = openBlockDevicePath
 	}
@@ -139,7 +143,16 @@ func newEnv(t *testing.T, cfg Config) *env {
 }
 
 // vid returns the vid of an AppVM's volume.
-func (e *env) vid(vm, volume string) string { return e.cfg.VID(vm, false, volume) }
+func (e *env) vid(vm, volume string) string { return e.vidT(vm, false, volume) }
+
+// vidT returns the vid of volume `volume` of VM `vm` (template: a template
+// VM) in the pool of the subtest.
+func (e *env) vidT(vm string, template bool, volume string) string {
+	if e.cfg.PoolVID != nil {
+		return e.cfg.PoolVID(e.pool, vm, template, volume)
+	}
+	return e.cfg.VID(vm, template, volume)
+}
 
 // keep returns n, or the driver's maximum revisions_to_keep if n is above
 // it.
