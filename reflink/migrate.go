@@ -123,57 +123,16 @@ func (v *volume) convertFileRevision(ctx context.Context) error {
 }
 
 // restoreInto makes dst a copy of the clean image (a reflink, or a sparse
-// copy where the filesystem has none) with store's old chunks applied:
-// written under a "~" name, fsynced and renamed into place.
-func (v *volume) restoreInto(ctx context.Context, dst string, store *dmsnap.Store, cow *os.File) (err error) {
-	src, err := os.Open(v.clean)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	sst, err := src.Stat()
-	if err != nil {
-		return err
-	}
-	tmp, err := fsutil.CreateTemp(dst)
-	if err != nil {
-		return err
-	}
-	defer func() {
+// copy where the filesystem has none) with store's old chunks applied
+// before it is fsynced and renamed into place.
+func (v *volume) restoreInto(ctx context.Context, dst string, store *dmsnap.Store, cow *os.File) error {
+	return v.p.copy(ctx, v.clean, dst, fsutil.CopyOptions{Size: -1, Edit: func(tmp *os.File) error {
+		st, err := tmp.Stat()
 		if err != nil {
-			tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	cloned := false
-	if !v.p.noReflink.Load() {
-		if cerr := fsutil.Clone(tmp, src); cerr == nil {
-			cloned = true
-		} else if !fsutil.NoReflink(cerr) {
-			return cerr
-		}
-	}
-	if !cloned {
-		if _, err := fsutil.SparseCopy(ctx, tmp, src, -1, storage.ProgressFrom(ctx)); err != nil {
 			return err
 		}
-	}
-	if err := store.Restore(ctx, tmp, cow, sst.Size()); err != nil {
-		return err
-	}
-	if err := tmp.Truncate(sst.Size()); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return fsutil.Rename(tmp.Name(), dst)
+		return store.Restore(ctx, tmp, cow, st.Size())
+	}})
 }
 
 // statCtime is a file's change time, to the second, as Qubes' file driver

@@ -26,6 +26,10 @@ type CopyOptions struct {
 	// Progress, if set, receives the sparse copy's progress: done of total
 	// bytes, total -1 while unknown (a FIFO's size is known at its end).
 	Progress func(done, total int64)
+	// Edit, if set, is called with the copy under its temporary name once
+	// it holds src's data and its size, before it is fsynced and renamed
+	// over dst; an error fails the copy (dst stays as it was).
+	Edit func(tmp *os.File) error
 }
 
 // CopyResult says how CopyFile made its copy.
@@ -115,6 +119,11 @@ func CopyFile(ctx context.Context, src, dst string, opt CopyOptions) (res CopyRe
 	}
 	if opt.Size >= 0 && opt.Size != size {
 		if err := tmp.Truncate(opt.Size); err != nil {
+			return res, err
+		}
+	}
+	if opt.Edit != nil {
+		if err := opt.Edit(tmp); err != nil {
 			return res, err
 		}
 	}

@@ -423,3 +423,37 @@ func TestCopyFileOddSource(t *testing.T) {
 		assert.NoFileExists(t, filepath.Join(dir, "dst"))
 	}
 }
+
+// TestCopyFileEdit: Edit sees the copy, with src's data, under its
+// temporary name and may change it before the rename; an Edit error
+// fails the copy, leaving dst as it was and no temporary file.
+func TestCopyFileEdit(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	require.NoError(t, os.WriteFile(src, []byte("0123456789"), 0o600))
+	require.NoError(t, os.WriteFile(dst, []byte("old"), 0o600))
+	_, err := fsutil.CopyFile(context.Background(), src, dst, fsutil.CopyOptions{Size: -1, Edit: func(tmp *os.File) error {
+		assert.NotEqual(t, dst, tmp.Name(), "edited under its temporary name")
+		b := make([]byte, 10)
+		if _, err := tmp.ReadAt(b, 0); err != nil {
+			return err
+		}
+		assert.Equal(t, "0123456789", string(b))
+		_, err := tmp.WriteAt([]byte("AB"), 4)
+		return err
+	}})
+	require.NoError(t, err)
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	assert.Equal(t, "0123AB6789", string(got))
+
+	boom := errors.New("boom")
+	_, err = fsutil.CopyFile(context.Background(), src, dst, fsutil.CopyOptions{Size: -1, Edit: func(*os.File) error { return boom }})
+	require.ErrorIs(t, err, boom)
+	got, err = os.ReadFile(dst)
+	require.NoError(t, err)
+	assert.Equal(t, "0123AB6789", string(got), "a failed edit leaves dst alone")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 2, "and no temporary file")
+}
