@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/vmpool/vmpool/internal/filepool"
 	"github.com/vmpool/vmpool/internal/fsutil"
-	"github.com/vmpool/vmpool/internal/ownerfile"
 	"github.com/vmpool/vmpool/pool"
 	"github.com/vmpool/vmpool/storage"
 )
@@ -229,15 +227,7 @@ func (p *filePool) setup(ctx context.Context) error {
 	if err := filepool.CheckOwner(p.dir, p.owner, p.adopt, p.log); err != nil {
 		return err
 	}
-	for _, prefix := range storage.FileVIDDirs() {
-		if err := filepool.CheckDirs(filepath.Join(p.dir, prefix)); err != nil {
-			return err
-		}
-		if _, err := p.mkdir(filepath.Join(p.dir, prefix)); err != nil {
-			return err
-		}
-	}
-	return ownerfile.Record(p.dir, p.owner)
+	return filepool.MakeTree(p.dir, p.owner, p.mkdir)
 }
 
 // Destroy does nothing, as in Qubes: the images stay.

@@ -258,3 +258,20 @@ func (l VolumeLock) Lock(ctx context.Context) error {
 
 // Unlock releases the lock.
 func (l VolumeLock) Unlock() { <-l.sem }
+
+// MakeTree creates the VM directories of the pool at dir (appvms/ and
+// vm-templates/) with mkdir, which logs what it made, refusing one that
+// is a symlink or not a directory (storage.ErrUnsafePath), and records
+// owner in dir: the end of both file drivers' Setup.
+func MakeTree(dir string, owner storage.PoolOwner, mkdir func(path string) (created bool, err error)) error {
+	for _, prefix := range storage.FileVIDDirs() {
+		path := filepath.Join(dir, prefix)
+		if err := CheckDirs(path); err != nil {
+			return err
+		}
+		if _, err := mkdir(path); err != nil {
+			return err
+		}
+	}
+	return ownerfile.Record(dir, owner)
+}
